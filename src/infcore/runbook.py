@@ -1,0 +1,133 @@
+"""Execute the book's notebooks with papermill and build the HTML book with jupyter-book.
+
+Run as ``python -m infcore.runbook --profile quick [-p NAME VALUE ...]``. The default profile with
+no overrides writes the executed notebooks into ``book/`` (the committed pages); any other profile
+or override writes them, with a copy of the book's frame, into ``_build/runs/<name>/`` and leaves
+the committed book untouched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import jupytext
+import papermill
+import yaml
+
+from infcore.profiles import PROFILES, profile_parameters
+
+DEFAULT_PROFILE = "quick"
+BOOK_FRAME = ["_config.yml", "_toc.yml"]
+
+
+def notebook_sources(root: Path) -> list[Path]:
+    """The jupytext sources ``notebooks/*.py`` under ``root``, in book order."""
+    return sorted((root / "notebooks").glob("*.py"))
+
+
+def declared_parameters(source: Path) -> dict[str, Any]:
+    """Names and default values of the ``parameters`` cell of a jupytext source."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / (source.stem + ".ipynb")
+        jupytext.write(jupytext.read(source), path)
+        found = papermill.inspect_notebook(str(path))
+    return {name: info["default"] for name, info in found.items()}
+
+
+def run_name(profile: str, overrides: dict[str, Any]) -> str | None:
+    """Folder name of a run under ``_build/runs``, or ``None`` for the committed book."""
+    if profile == DEFAULT_PROFILE and not overrides:
+        return None
+    parts = [profile] + [f"{k}-{v}" for k, v in sorted(overrides.items())]
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", "_".join(parts))[:120]
+
+
+def plan(root: Path, profile: str, overrides: dict[str, Any]) -> dict[Path, dict[str, Any]]:
+    """Parameters for every notebook, validated before anything runs.
+
+    Raises
+    ------
+    ValueError
+        If the profile is unknown or an override names a parameter that no notebook declares.
+    """
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {sorted(PROFILES)}; got {profile!r}")
+    sources = notebook_sources(root)
+    if not sources:
+        raise ValueError(f"no jupytext sources found in {root / 'notebooks'}")
+    declared = {src: declared_parameters(src) for src in sources}
+    known = set().union(*declared.values())
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(
+            f"parameter(s) {unknown} are not declared by any notebook; known parameters: {sorted(known)}"
+        )
+    result = {}
+    for src, names in declared.items():
+        params = profile_parameters(profile, src.stem)
+        params.update({k: v for k, v in overrides.items() if k in names})
+        result[src] = params
+    return result
+
+
+def execute(source: Path, target: Path, parameters: dict[str, Any]) -> None:
+    """Execute one jupytext source into ``target``; ``target`` is replaced only on success."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        raw, executed = Path(tmp) / "in.ipynb", Path(tmp) / target.name
+        jupytext.write(jupytext.read(source), raw)
+        papermill.execute_notebook(
+            str(raw), str(executed), parameters=parameters, cwd=str(source.parent.parent),
+            kernel_name="python3", progress_bar=False, log_output=False,
+        )
+        os.replace(executed, target)
+
+
+def build_html(book_root: Path) -> None:
+    """``jupyter-book build`` with warnings as errors; the HTML lands in ``book_root/_build/html``."""
+    cmd = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(book_root),
+           "-W", "-n", "--keep-going"]
+    subprocess.run(cmd, check=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default=DEFAULT_PROFILE, help=f"one of {sorted(PROFILES)}")
+    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
+                        metavar=("NAME", "VALUE"), help="override one parameter (value read as YAML)")
+    parser.add_argument("--root", type=Path, default=Path.cwd(), help="repository root")
+    parser.add_argument("--no-html", action="store_true", help="execute the notebooks only")
+    args = parser.parse_args(argv)
+
+    root = args.root.resolve()
+    overrides = {name: yaml.safe_load(value) for name, value in args.parameter}
+    jobs = plan(root, args.profile, overrides)
+    name = run_name(args.profile, overrides)
+    book_root = root if name is None else root / "_build" / "runs" / name
+    if name is not None:
+        (book_root / "book").mkdir(parents=True, exist_ok=True)
+        for item in BOOK_FRAME:
+            shutil.copy2(root / item, book_root / item)
+        for page in (root / "book").glob("*"):
+            if page.suffix in {".md", ".bib"}:
+                shutil.copy2(page, book_root / "book" / page.name)
+    for i, (src, params) in enumerate(jobs.items(), 1):
+        print(f"[{i}/{len(jobs)}] {src.name} -> {book_root / 'book' / (src.stem + '.ipynb')} {params}",
+              flush=True)
+        execute(src, book_root / "book" / f"{src.stem}.ipynb", params)
+    if not args.no_html:
+        build_html(book_root)
+        print(f"HTML book: {book_root / '_build' / 'html' / 'index.html'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

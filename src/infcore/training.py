@@ -1,0 +1,462 @@
+"""Deterministic SGD training of the small CNN: one model at a time, or many at once.
+
+``train`` is the single reference loop. ``train_many`` trains K models together on stacked
+parameters (the small CNN as grouped convolutions, one group per model; any other architecture with
+``torch.func.vmap`` over ``functional_call``) and takes exactly the steps that ``train`` takes for
+every model, which is what leave-one-out retraining and ensembles of models need.
+Initialisation and data order have separate seeds, so either source of randomness can be varied
+alone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, vmap
+from tqdm.auto import tqdm
+
+from infcore.data import Split
+from infcore.models import Params, SmallCNN, init_params
+
+StepCallback = Callable[[int, torch.Tensor, Params, Params], None]
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_float(name: str, value: object, *, positive: bool) -> None:
+    allowed = "a finite number > 0" if positive else "a finite number >= 0"
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters and seeds of one SGD run (constant learning rate, L2 weight decay).
+
+    Attributes
+    ----------
+    epochs : int
+        Number of passes over the training set, >= 1.
+    lr : float
+        Learning rate, > 0, the same in every epoch.
+    batch_size : int
+        Examples per update, >= 1; the last batch of an epoch may be smaller.
+    weight_decay : float
+        Coefficient ``lambda`` >= 0 of the gradient term ``lambda * W`` added at every update.
+    init_seed : int
+        Seed of the initial weights, >= 0.
+    order_seed : int
+        Seed of the order in which examples are visited, >= 0.
+    """
+
+    epochs: int = 5
+    lr: float = 0.1
+    batch_size: int = 32
+    weight_decay: float = 1e-3
+    init_seed: int = 0
+    order_seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_int("epochs", self.epochs, 1)
+        _check_float("lr", self.lr, positive=True)
+        _check_int("batch_size", self.batch_size, 1)
+        _check_float("weight_decay", self.weight_decay, positive=False)
+        _check_int("init_seed", self.init_seed, 0)
+        _check_int("order_seed", self.order_seed, 0)
+
+
+@dataclass
+class TrainedModel:
+    """A trained network: its architecture, final weights and per-epoch checkpoints.
+
+    Attributes
+    ----------
+    model : nn.Module
+        Architecture only; the weights are applied with ``torch.func.functional_call``.
+    params : dict of str to Tensor
+        Final weights (float32, detached, on the CPU).
+    checkpoints : list of dict of str to Tensor
+        Weights at the end of each epoch; ``checkpoints[-1]`` equals ``params``.
+    lrs : list of float
+        Learning rate used during each epoch, ``len(lrs) == len(checkpoints)``.
+    config : TrainConfig
+        The configuration that produced the model.
+    excluded : int or None
+        Index of the training example left out, if any.
+    """
+
+    model: nn.Module
+    params: Params
+    checkpoints: list[Params]
+    lrs: list[float]
+    config: TrainConfig
+    excluded: int | None = None
+
+
+def per_example_loss(
+    model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor
+) -> torch.Tensor:
+    """Cross-entropy of each example under ``params`` (no weight-decay term).
+
+    Parameters
+    ----------
+    model : nn.Module
+        Architecture.
+    params : dict of str to Tensor
+        Weights to use instead of the module's own.
+    x : Tensor of shape (n, 1, 28, 28)
+    y : Tensor of shape (n,), int64
+
+    Returns
+    -------
+    Tensor of shape (n,)
+    """
+    logits = functional_call(model, params, (x,))
+    return F.cross_entropy(logits, y, reduction="none")
+
+
+def epoch_order(n: int, order_seed: int, epoch: int, exclude: int | None = None) -> torch.Tensor:
+    """The order in which the training examples are visited in ``epoch``.
+
+    A permutation of ``range(n)`` drawn from a generator seeded by ``(order_seed, epoch)`` alone, so
+    it does not depend on the initialisation, the device or what ran before. With ``exclude=i`` it
+    is the same permutation with ``i`` deleted.
+
+    Returns
+    -------
+    Tensor of shape (n,) or (n - 1,), int64, on the CPU
+    """
+    seed = int(np.random.SeedSequence([order_seed, epoch]).generate_state(1)[0])
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return order if exclude is None else order[order != exclude]
+
+
+def _check_exclude(exclude: object, n: int) -> None:
+    if exclude is None:
+        return
+    is_index = isinstance(exclude, (int, np.integer)) and not isinstance(exclude, bool)
+    if not is_index or not 0 <= exclude < n:
+        raise ValueError(f"exclude must be None or an integer in [0, {n - 1}], got {exclude!r}")
+    if n < 2:
+        raise ValueError("exclude needs at least 2 training examples, so that one remains")
+
+
+def _check_data(data: Split) -> None:
+    if len(data) == 0:
+        raise ValueError("data must hold at least one training example")
+
+
+def _to_cpu(params: Params) -> Params:
+    return {name: p.detach().to("cpu", copy=True) for name, p in params.items()}
+
+
+def train(
+    config: TrainConfig,
+    data: Split,
+    *,
+    model: nn.Module | None = None,
+    exclude: int | None = None,
+    on_step: StepCallback | None = None,
+    device: str | torch.device = "cpu",
+) -> TrainedModel:
+    """Train one model with minibatch SGD; the reference loop that every other path must match.
+
+    The weights start from ``init_params(model, config.init_seed)``. Epoch ``e`` visits
+    ``epoch_order(n, config.order_seed, e, exclude)`` in consecutive batches of
+    ``config.batch_size`` (the last one smaller), and each batch applies
+    ``W <- W - lr * (grad of the mean batch loss + weight_decay * W)``.
+
+    Parameters
+    ----------
+    config : TrainConfig
+    data : Split
+        Training set of n examples.
+    model : nn.Module, optional
+        Architecture; ``SmallCNN()`` when None.
+    exclude : int, optional
+        Index of a training example to leave out (leave-one-out retraining): same initialisation and
+        same order of the remaining examples.
+    on_step : callable, optional
+        Called after every update as ``on_step(step, batch_index, params_before, params_after)``,
+        where ``step`` counts updates from 0 over all epochs, ``batch_index`` (int64, CPU) holds the
+        indices into ``data`` of the batch, and the two dicts are the weights (on ``device``) before
+        and after the update; they are fresh tensors that training does not change afterwards.
+    device : str or torch.device
+        Where to compute; the returned weights are on the CPU.
+
+    Returns
+    -------
+    TrainedModel
+    """
+    _check_data(data)
+    _check_exclude(exclude, len(data))
+    model = SmallCNN() if model is None else model
+    x, y = data.x.to(device), data.y.to(device)
+    params = {name: p.to(device) for name, p in init_params(model, config.init_seed).items()}
+    checkpoints: list[Params] = []
+    step = 0
+    for epoch in range(config.epochs):
+        order = epoch_order(len(data), config.order_seed, epoch, exclude)
+        for batch_index in order.split(config.batch_size):
+            batch = batch_index.to(device)
+            leaves = {name: p.detach().requires_grad_() for name, p in params.items()}
+            loss = per_example_loss(model, leaves, x[batch], y[batch]).mean()
+            grads = torch.autograd.grad(loss, list(leaves.values()))
+            with torch.no_grad():
+                new_params = {
+                    name: p - config.lr * (g + config.weight_decay * p)
+                    for (name, p), g in zip(params.items(), grads)
+                }
+            if on_step is not None:
+                on_step(step, batch_index, params, new_params)
+            params = new_params
+            step += 1
+        checkpoints.append(_to_cpu(params))
+    return TrainedModel(
+        model=model,
+        params=checkpoints[-1],
+        checkpoints=checkpoints,
+        lrs=[float(config.lr)] * config.epochs,
+        config=config,
+        excluded=exclude,
+    )
+
+
+def _shared_hyperparameters(configs: Sequence[TrainConfig]) -> None:
+    if len(configs) == 0:
+        raise ValueError("configs must hold at least one TrainConfig")
+    for field in ("epochs", "lr", "batch_size", "weight_decay"):
+        values = {getattr(c, field) for c in configs}
+        if len(values) > 1:
+            raise ValueError(
+                f"all configs must share {field} (only init_seed and order_seed may differ), "
+                f"got {sorted(values)}"
+            )
+
+
+def _epoch_batches(
+    orders: list[torch.Tensor], batch_size: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-model batches of one epoch, padded to a common number of steps.
+
+    Parameters
+    ----------
+    orders : list of K int64 tensors, of lengths n or n - 1
+        Visiting order of each model.
+    batch_size : int
+
+    Returns
+    -------
+    index : Tensor of shape (steps, K, batch_size), int64
+        Example indices; padding slots point at example 0.
+    weight : Tensor of shape (steps, K, batch_size), float32
+        ``1 / (examples of the model in the batch)`` for real slots, 0 for padding, so that the
+        weighted sum of losses is each model's mean batch loss.
+    active : Tensor of shape (steps, K), bool
+        Whether the model has any example at that step (if not, it takes no update).
+    """
+    steps = max(math.ceil(len(o) / batch_size) for o in orders)
+    width = steps * batch_size
+    index = torch.zeros(len(orders), width, dtype=torch.long)
+    valid = torch.zeros(len(orders), width, dtype=torch.bool)
+    for k, order in enumerate(orders):
+        index[k, : len(order)] = order
+        valid[k, : len(order)] = True
+    index = index.view(len(orders), steps, batch_size).transpose(0, 1)
+    valid = valid.view(len(orders), steps, batch_size).transpose(0, 1)
+    counts = valid.sum(dim=2)
+    weight = valid.float() / counts.clamp(min=1).unsqueeze(2).float()
+    return index, weight, counts > 0
+
+
+def _small_cnn_stacked_logits(params: Params, xb: torch.Tensor) -> torch.Tensor:
+    """``SmallCNN.forward`` for K stacked models at once, as grouped convolutions.
+
+    Model k's channels form group k of each convolution; the channels-last layout makes the grouped
+    convolutions about twice as fast as one model at a time on a CPU.
+
+    Parameters
+    ----------
+    params : dict of str to Tensor
+        Stacked weights, each of shape (K, ...).
+    xb : Tensor of shape (B, K, 1, 28, 28)
+        Column k is model k's batch.
+
+    Returns
+    -------
+    Tensor of shape (K, B, n_classes)
+    """
+    batch, k = xb.shape[:2]
+    h = xb.reshape(batch, k, *xb.shape[3:]).contiguous(memory_format=torch.channels_last)
+    for conv in ("conv1", "conv2"):
+        weight = params[f"{conv}.weight"]
+        weight = weight.reshape(-1, *weight.shape[2:]).contiguous(memory_format=torch.channels_last)
+        h = F.conv2d(h, weight, params[f"{conv}.bias"].reshape(-1), groups=k)
+        h = F.max_pool2d(F.relu(h), 2)
+    h = h.reshape(batch, k, -1).transpose(0, 1)
+    h = torch.baddbmm(params["fc1.bias"].unsqueeze(1), h, params["fc1.weight"].transpose(1, 2))
+    h = F.relu(h)
+    return torch.bmm(h, params["fc2.weight"].transpose(1, 2))
+
+
+def _stacked_logits(model: nn.Module, params: Params, xb: torch.Tensor) -> torch.Tensor:
+    """Logits of K stacked models, each on its own batch.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Architecture shared by the K models.
+    params : dict of str to Tensor
+        Stacked weights, each of shape (K, ...).
+    xb : Tensor of shape (B, K, ...)
+        Column k is model k's batch.
+
+    Returns
+    -------
+    Tensor of shape (K, B, n_classes)
+    """
+    if type(model) is SmallCNN:
+        return _small_cnn_stacked_logits(params, xb)
+    return vmap(lambda p, xk: functional_call(model, p, (xk,)), in_dims=(0, 1))(params, xb)
+
+
+def _train_chunk(
+    configs: Sequence[TrainConfig],
+    excluded: Sequence[int | None],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    model: nn.Module,
+    bar: tqdm,
+) -> list[TrainedModel]:
+    """Train the models of one chunk together; ``x`` and ``y`` are already on the device."""
+    device = x.device
+    lr, weight_decay = configs[0].lr, configs[0].weight_decay
+    inits = [init_params(model, c.init_seed) for c in configs]
+    params = {name: torch.stack([p[name] for p in inits]).to(device) for name in inits[0]}
+    checkpoints: list[list[Params]] = [[] for _ in configs]
+    for epoch in range(configs[0].epochs):
+        orders = [epoch_order(len(y), c.order_seed, epoch, i) for c, i in zip(configs, excluded)]
+        index, weight, active = _epoch_batches(orders, configs[0].batch_size)
+        index, weight, active = index.to(device), weight.to(device), active.to(device)
+        for batch, w, on in zip(index, weight, active):
+            leaves = {name: p.detach().requires_grad_() for name, p in params.items()}
+            logits = _stacked_logits(model, leaves, x[batch.T])
+            losses = F.cross_entropy(logits.flatten(0, 1), y[batch].flatten(), reduction="none")
+            # Models are independent, so the gradient of the sum of their mean batch losses with
+            # respect to the stacked weights holds each model's own gradient.
+            grads = torch.autograd.grad((losses * w.flatten()).sum(), list(leaves.values()))
+            with torch.no_grad():
+                updated = {}
+                for (name, p), g in zip(params.items(), grads):
+                    mask = on.view(-1, *([1] * (p.dim() - 1)))
+                    updated[name] = torch.where(mask, p - lr * (g + weight_decay * p), p)
+            params = updated
+        for k, kept in enumerate(checkpoints):
+            kept.append({name: p[k].detach().to("cpu", copy=True) for name, p in params.items()})
+        bar.update(1)
+    return [
+        TrainedModel(
+            model=model,
+            params=kept[-1],
+            checkpoints=kept,
+            lrs=[float(config.lr)] * config.epochs,
+            config=config,
+            excluded=i,
+        )
+        for config, i, kept in zip(configs, excluded, checkpoints)
+    ]
+
+
+def train_many(
+    configs: Sequence[TrainConfig],
+    data: Split,
+    *,
+    model: nn.Module | None = None,
+    exclude: Sequence[int | None] | None = None,
+    device: str | torch.device = "cpu",
+    chunk_size: int = 64,
+    progress: bool = False,
+) -> list[TrainedModel]:
+    """Train K models at once; model k takes exactly the steps of ``train(configs[k], ...)``.
+
+    The parameters of up to ``chunk_size`` models are stacked and one backward pass gives every
+    model's gradient of its mean batch loss (``SmallCNN`` runs as grouped convolutions, other
+    architectures with ``torch.func.vmap`` over ``functional_call``). Models differ only in their
+    seeds and in the example they leave out; a model with fewer examples gets zero-weight padding in
+    its last batch and takes no update (nor weight decay) at a step where it has no example.
+
+    Parameters
+    ----------
+    configs : sequence of K TrainConfig
+        Must share ``epochs``, ``lr``, ``batch_size`` and ``weight_decay``.
+    data : Split
+        Training set of n examples.
+    model : nn.Module, optional
+        Architecture; ``SmallCNN()`` when None.
+    exclude : sequence of K (int or None), optional
+        Training example left out by each model (None: keeps all); None for all models.
+    device : str or torch.device
+        Where to compute; the returned weights are on the CPU.
+    chunk_size : int
+        Most models trained together, >= 1; bounds the memory.
+    progress : bool
+        Show a tqdm progress bar (one tick per chunk and epoch).
+
+    Returns
+    -------
+    list of K TrainedModel, in the order of ``configs``
+    """
+    configs = list(configs)
+    _shared_hyperparameters(configs)
+    _check_data(data)
+    _check_int("chunk_size", chunk_size, 1)
+    excluded = [None] * len(configs) if exclude is None else list(exclude)
+    if len(excluded) != len(configs):
+        raise ValueError(
+            f"exclude must hold one entry per config ({len(configs)}), got {len(excluded)}"
+        )
+    for i in excluded:
+        _check_exclude(i, len(data))
+    model = SmallCNN() if model is None else model
+    x, y = data.x.to(device), data.y.to(device)
+    starts = range(0, len(configs), chunk_size)
+    trained: list[TrainedModel] = []
+    ticks = len(starts) * configs[0].epochs
+    with tqdm(total=ticks, disable=not progress, desc="train_many") as bar:
+        for start in starts:
+            stop = start + chunk_size
+            trained += _train_chunk(configs[start:stop], excluded[start:stop], x, y, model, bar)
+    return trained
+
+
+def test_loss(trained: TrainedModel, data: Split) -> torch.Tensor:
+    """Cross-entropy of each example of ``data`` under the final weights.
+
+    Returns
+    -------
+    Tensor of shape (n,), float32, on the CPU
+    """
+    with torch.no_grad():
+        return per_example_loss(trained.model, trained.params, data.x, data.y)
+
+
+def accuracy(trained: TrainedModel, data: Split) -> float:
+    """Fraction of ``data`` whose label is the arg-max logit under the final weights."""
+    with torch.no_grad():
+        logits = functional_call(trained.model, trained.params, (data.x,))
+    return float((logits.argmax(dim=1) == data.y).float().mean())
+
+
+# The name starts with "test"; this keeps pytest from collecting it when a test module imports it.
+test_loss.__test__ = False  # type: ignore[attr-defined]
