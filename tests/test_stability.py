@@ -89,6 +89,9 @@ def test_constant_rows_give_nan_without_warning():
     np.testing.assert_allclose(spearman, [-1.0, np.nan, np.nan], atol=1e-12)
     # k = 2; a constant row's top set is the lowest indices {0, 1}.
     np.testing.assert_array_equal(overlap, [0.0, 100.0, 0.0])
+    # 0.1 - mean([0.1] * 3) is -1.4e-17, not 0: constancy is checked, not inferred from rounding.
+    assert np.isnan(row_pearson([[0.1, 0.1, 0.1]], [[1.0, 2.0, 4.0]])[0])
+    assert np.isnan(row_spearman([[1.0, 2.0, 4.0]], [[0.1, 0.1, 0.1]])[0])
 
 
 # --- top-percentile overlap ---------------------------------------------------------------------
@@ -96,7 +99,8 @@ def test_constant_rows_give_nan_without_warning():
 
 @pytest.mark.parametrize(
     ("n_train", "q", "k"),
-    [(200, 90, 20), (21, 90, 3), (10, 90, 1), (10, 70, 3), (1000, 90.1, 99), (5, 99.9, 1), (4, 0, 4)],
+    [(200, 90, 20), (21, 90, 3), (10, 90, 1), (10, 70, 3), (1000, 90.1, 99), (5, 99.9, 1)]
+    + [(4, 0, 4)],
 )
 def test_top_k(n_train, q, k):
     assert top_k(n_train, q) == k

@@ -53,7 +53,7 @@ class CacheMismatchError(ValueError):
 
 
 def default_cache_root() -> Path:
-    """The directory named by the ``INFCORE_CACHE`` environment variable, else ``~/.cache/infcore``."""
+    """The directory named by the environment variable ``INFCORE_CACHE``, else ~/.cache/infcore."""
     configured = os.environ.get(ENV_VAR, "")
     return Path(configured).expanduser() if configured else Path.home() / ".cache" / "infcore"
 
@@ -114,7 +114,7 @@ def _to_json(value: Any, where: str) -> Any:
 
 
 def _value_format(value: Any) -> str:
-    """``"npz"`` for a numpy array, ``"torch"`` for tensors and plain Python; TypeError otherwise."""
+    """``"npz"`` for a numpy array, ``"torch"`` for tensors and plain Python, else TypeError."""
     if isinstance(value, np.ndarray):
         if value.dtype.hasobject:
             raise TypeError("value is a numpy array of Python objects, which cannot be cached")

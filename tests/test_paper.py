@@ -1,0 +1,21 @@
+"""The transcribed tables load in long form with the values of the paper's text."""
+
+from infcore import paper
+
+
+def test_table1_shape_and_spot_values():
+    t = paper.table1()
+    # 7 methods x 2 perturbations + 6 methods for batch size, 2 datasets x 3 metrics each
+    assert len(t) == (7 + 7 + 6) * 6
+    pick = t.set_index(["perturbation", "method", "dataset", "metric"])["value"]
+    assert pick["initialization", "leave_one_out", "mnist", "pearson"] == 0.043
+    assert pick["ordering", "tracin_ideal", "comnist", "top10_overlap_pct"] == 22.30
+    assert "tracin_ideal" not in set(t[t.perturbation == "batch_size"].method)
+
+
+def test_table2_shape_and_spot_values():
+    t = paper.table2()
+    assert len(t) == 14 * 6
+    pick = t.set_index(["setting", "method", "dataset", "metric"])["value"]
+    assert pick["expected", "grad_cos", "comnist", "pearson"] == 1.000
+    assert pick["baseline", "representer", "mnist", "spearman"] == 0.935

