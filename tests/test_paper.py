@@ -9,7 +9,7 @@ def test_table1_shape_and_spot_values():
     assert len(t) == (7 + 7 + 6) * 6
     pick = t.set_index(["perturbation", "method", "dataset", "metric"])["value"]
     assert pick["initialization", "leave_one_out", "mnist", "pearson"] == 0.043
-    assert pick["ordering", "tracin_ideal", "comnist", "top10_overlap_pct"] == 22.30
+    assert pick["ordering", "tracin_ideal", "comnist", "top_overlap"] == 22.30
     assert "tracin_ideal" not in set(t[t.perturbation == "batch_size"].method)
 
 
@@ -19,3 +19,14 @@ def test_table2_shape_and_spot_values():
     pick = t.set_index(["setting", "method", "dataset", "metric"])["value"]
     assert pick["expected", "grad_cos", "comnist", "pearson"] == 1.000
     assert pick["baseline", "representer", "mnist", "spearman"] == 0.935
+
+
+def test_side_by_side_differences_and_unreported_rows():
+    ours = paper.pd.DataFrame([
+        {"perturbation": "ordering", "method": "grad_cos", "dataset": "mnist", "metric": "pearson", "value": 0.9},
+        {"perturbation": "batch_size", "method": "tracin_ideal", "dataset": "mnist", "metric": "pearson", "value": 0.5},
+    ])
+    table = paper.side_by_side(ours, paper.table1(), "perturbation")
+    assert table.loc[0, "paper"] == 0.976
+    assert table.loc[0, "difference"] == paper.pd.Series([0.9 - 0.976]).iloc[0]
+    assert paper.pd.isna(table.loc[1, "paper"])  # the paper has no batch-size row for TracInIdeal

