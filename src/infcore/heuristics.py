@@ -33,6 +33,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import torch
+from torch.func import functional_call
+
+from infcore.data import Split
+from infcore.training import TrainedModel
 
 
 @dataclass(frozen=True)
@@ -236,3 +241,15 @@ def heuristic_table(
             ).pass_rate,
         }
     return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def predicted_classes(trained: TrainedModel, data: Split) -> np.ndarray:
+    """The class that ``trained`` predicts (largest logit under its final weights) for ``data``.
+
+    Returns
+    -------
+    ndarray of shape (len(data),), int
+    """
+    with torch.no_grad():
+        logits = functional_call(trained.model, trained.params, (data.x,))
+    return logits.argmax(dim=1).numpy().astype(np.int64)

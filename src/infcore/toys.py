@@ -1,14 +1,36 @@
-"""Small worked examples: the chair regression of the paper's introduction and its influence numbers.
+"""Small worked examples: the chair regression and the 2-D toys of the paper's "Rethinking influence".
 
-Everything here is ordinary least squares on a handful of points, so every quantity has a closed form
-and can be checked against statsmodels.
+Chairs
+    Ordinary least squares on a handful of points: every quantity has a closed form and can be checked
+    against statsmodels.
+2-D classification toys
+    Two clusters in the plane and a few points placed near the boundary of an L2-penalised logistic
+    model (scikit-learn): near-duplicate pairs whose single removal barely matters while removing both
+    does (:func:`near_duplicates_toy`), a test point that copies a training point yet depends more on
+    another one (:func:`identical_instance_toy`), and a test point whose strongest evidence belongs to
+    the other class (:func:`identical_class_toy`). Influence is the change of the test log-loss when
+    training points are removed and the model refitted (:func:`removal_effect`, :func:`toy_loo_scores`).
+SGD on a toy
+    A logistic regression (:class:`LogisticModel`) trained by :func:`infcore.training.train` at batch
+    size 1, to show how TracInIdeal credits and leave-one-out influence depend on the states training
+    passes through (:func:`loo_credit_decomposition`) and that TracInCP is a learning-rate-weighted sum
+    of Grad-Dot over checkpoints (:func:`lr_weighted_grad_dot`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
+import torch
+from torch import nn
+
+from infcore.data import Split
+from infcore.methods.gradients import grad_dot
+from infcore.methods.tracin import tracin_ideal
+from infcore.training import TrainedModel, test_loss
+from infcore.training import train as train_model
 
 #: The four chairs of the paper's introduction: weight in kg, height in cm.
 CHAIRS = np.array([[3.0, 60.0], [8.5, 85.0], [9.0, 90.0], [9.5, 95.0]])
@@ -352,7 +374,14 @@ def _bulk(seed: int, n_bulk: int) -> tuple[np.ndarray, np.ndarray]:
     return x, np.repeat(np.array([0, 1]), n_bulk)
 
 
-def _toy(x: np.ndarray, y: np.ndarray, x_test, y_test, groups, copy_of) -> Toy2D:
+def _toy(
+    x: np.ndarray,
+    y: np.ndarray,
+    x_test: list[list[float]] | np.ndarray,
+    y_test: list[int],
+    groups: dict[str, list[int]],
+    copy_of: list[int],
+) -> Toy2D:
     return Toy2D(
         x_train=x,
         y_train=y,
@@ -448,4 +477,126 @@ def identical_class_toy(seed: int = 0, n_bulk: int = 8) -> Toy2D:
     y = np.concatenate([y, [1]])
     return _toy(
         x, y, x_test=[[0.3, 3.5]], y_test=[0], groups={"anchor": [2 * n_bulk]}, copy_of=[-1]
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# A tiny model trained by SGD on a 2-D toy: how the influence of an example depends on the states
+# that training passes through. Training, TracInIdeal and Grad-Dot are the book's own
+# (infcore.training, infcore.methods); the model is a logistic regression, so that one SGD run takes
+# milliseconds and every training example can be left out in turn.
+# ---------------------------------------------------------------------------------------------------
+
+
+class LogisticModel(nn.Module):
+    """Multinomial logistic regression: logits ``x @ W.T + b`` of shape (n, n_classes).
+
+    Parameters
+    ----------
+    n_features : int
+        Size of an input point (2 for the toys).
+    n_classes : int
+        Number of logits.
+    """
+
+    def __init__(self, n_features: int = 2, n_classes: int = 2) -> None:
+        super().__init__()
+        self.linear = nn.Linear(n_features, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of shape (n, n_classes) for points of shape (n, n_features)."""
+        return self.linear(x)
+
+
+def toy_split(x: np.ndarray, y: np.ndarray) -> Split:
+    """A toy's points as a :class:`infcore.data.Split` (x float32 of shape (n, 2), y int64)."""
+    x, y = _check_toy_data(x, y, "split")
+    return Split(torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.int64))
+
+
+def lr_weighted_grad_dot(trained: TrainedModel, train: Split, test: Split) -> np.ndarray:
+    """Grad-Dot at every checkpoint, summed with the learning rates as weights.
+
+    ``sum_k lrs[k] * grad_dot(W_k)``: the checkpoint average of Grad-Dot, weighted by the learning
+    rates and times their sum. Computed with :func:`infcore.methods.gradients.grad_dot` on each
+    checkpoint in turn, it is the second reading of TracInCP (an expected Grad-Dot over states).
+
+    Returns
+    -------
+    ndarray of shape (n_test, n_train)
+    """
+    total = np.zeros((len(test), len(train)))
+    for params, lr in zip(trained.checkpoints, trained.lrs):
+        state = replace(trained, params=params, checkpoints=[params], lrs=[lr])
+        total += lr * grad_dot(state, train, test)
+    return total
+
+
+@dataclass(frozen=True)
+class CreditDecomposition:
+    """Leave-one-out influence of SGD training, split along the TracInIdeal credits.
+
+    With batch size 1 the TracInIdeal credits of a test point sum to its loss at initialisation minus
+    its final loss, in the full run and in the run without example ``i`` alike; subtracting the two
+    sums gives, exactly, ``loo = own_credit + others_shift``.
+
+    Attributes
+    ----------
+    examples : ndarray of shape (n_examples,), int
+        The training examples that were left out, one at a time.
+    loo : ndarray of shape (n_test, n_examples)
+        ``L_without_i(t) - L_all(t)``: retrained without ``i``, same initialisation and the same order
+        of the other examples.
+    own_credit : ndarray of shape (n_test, n_examples)
+        TracInIdeal credit of ``i`` in the full run.
+    others_shift : ndarray of shape (n_test, n_examples)
+        ``sum over j != i of (credit of j in the full run - credit of j in the run without i)``: how
+        much the other examples' credits change because the states after ``i``'s steps change.
+    """
+
+    examples: np.ndarray
+    loo: np.ndarray
+    own_credit: np.ndarray
+    others_shift: np.ndarray
+
+
+def loo_credit_decomposition(
+    trained: TrainedModel, train: Split, test: Split, examples: Sequence[int]
+) -> CreditDecomposition:
+    """Retrain without each of ``examples`` and split its LOO influence along TracInIdeal credits.
+
+    Costs one training run and one TracInIdeal replay per example, plus one replay of ``trained``.
+
+    Parameters
+    ----------
+    trained : TrainedModel
+        Trained on all of ``train`` with ``batch_size == 1``.
+    train : Split of n_train examples
+    test : Split of n_test examples
+    examples : sequence of int
+        Distinct training indices to leave out (at least one).
+
+    Returns
+    -------
+    CreditDecomposition
+    """
+    if trained.excluded is not None:
+        raise ValueError(f"trained must use every training example; it leaves out {trained.excluded}")
+    examples = np.asarray(examples, dtype=np.int64).ravel()
+    if len(examples) == 0 or len(np.unique(examples)) != len(examples):
+        raise ValueError("examples must hold at least one training index, without repeats")
+    if np.any((examples < 0) | (examples >= len(train))):
+        raise ValueError(f"examples must hold training indices in [0, {len(train) - 1}]")
+    full_credit = tracin_ideal(trained, train, test)
+    full_loss = test_loss(trained, test).double().numpy()
+    shape = (len(test), len(examples))
+    loo, others = np.empty(shape), np.empty(shape)
+    for column, i in enumerate(examples):
+        without = train_model(trained.config, train, model=trained.model, exclude=int(i))
+        loo[:, column] = test_loss(without, test).double().numpy() - full_loss
+        credit = tracin_ideal(without, train, test)
+        kept = np.arange(len(train)) != i
+        others[:, column] = (full_credit[:, kept] - credit[:, kept]).sum(axis=1)
+    return CreditDecomposition(
+        examples=examples, loo=loo, own_credit=full_credit[:, examples], others_shift=others
     )

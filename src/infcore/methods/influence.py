@@ -92,3 +92,68 @@ def hessian(
         result[start:, start:stop] = columns.T
         result[start:stop, start:] = columns
     return 0.5 * (result + result.T)
+
+
+def _check_damping(damping: object) -> float:
+    if isinstance(damping, bool) or not isinstance(damping, (int, float, np.floating)):
+        raise ValueError(f"damping must be a finite number >= 0, got {damping!r}")
+    if not math.isfinite(damping) or damping < 0:
+        raise ValueError(f"damping must be a finite number >= 0, got {damping!r}")
+    return float(damping)
+
+
+def influence_function(
+    trained: TrainedModel,
+    train: Split,
+    test: Split,
+    *,
+    damping: float = 0.01,
+    hess: torch.Tensor | None = None,
+) -> np.ndarray:
+    """Influence functions: ``grad L(test)^T (H + damping I)^-1 grad L(train)`` at the final weights.
+
+    ``H`` is the exact Hessian of the training objective (mean cross-entropy on ``train`` plus the
+    weight-decay term), so for a convex model ``scores / n_train`` approximates leave-one-out
+    retraining, ``loss_without_i(t) - loss_with_all(t)``. A trained network's Hessian is often
+    indefinite; the damping must then exceed minus its smallest eigenvalue.
+
+    Parameters
+    ----------
+    trained : TrainedModel
+    train : Split of n_train examples
+        The training set of ``trained`` (defines ``H``).
+    test : Split of n_test examples
+    damping : float
+        Added to the Hessian's diagonal, >= 0.
+    hess : Tensor of shape (P, P), optional
+        ``hessian(trained.model, trained.params, train, trained.config.weight_decay)``, when already
+        computed (e.g. to try several dampings).
+
+    Returns
+    -------
+    scores : ndarray of shape (n_test, n_train), float64
+
+    Raises
+    ------
+    ValueError
+        When ``H + damping I`` is not positive definite; the message gives the smallest eigenvalue
+        of ``H``, and so the smallest damping that works.
+    """
+    damping = _check_damping(damping)
+    size = n_params(trained.params)
+    if hess is not None and tuple(hess.shape) != (size, size):
+        raise ValueError(f"hess must have shape ({size}, {size}), got {tuple(hess.shape)}")
+    if hess is None:
+        hess = hessian(trained.model, trained.params, train, trained.config.weight_decay)
+    damped = hess.detach().to("cpu", torch.float64) + damping * torch.eye(size, dtype=torch.float64)
+    factor, info = torch.linalg.cholesky_ex(damped)
+    if info.item() != 0:
+        smallest = torch.linalg.eigvalsh(hess.detach().to("cpu", torch.float64))[0].item()
+        raise ValueError(
+            f"H + damping*I is not positive definite with damping={damping:g}: the smallest "
+            f"eigenvalue of the Hessian is {smallest:.6g}, so damping must be > {max(-smallest, 0):.6g}"
+        )
+    g_train = per_example_grads(trained.model, trained.params, train.x, train.y).double()
+    g_test = per_example_grads(trained.model, trained.params, test.x, test.y).double()
+    solved = torch.cholesky_solve(g_train.T, factor)  # (P, n_train)
+    return (g_test @ solved).numpy()

@@ -1,0 +1,72 @@
+"""Influence methods: each scores every (test, training) pair with one shared signature.
+
+``method(trained, train, test, **options) -> ndarray of shape (n_test, n_train)``, float64, where
+``scores[t, i]`` is the influence of training example ``i`` on test example ``t`` and positive means
+helpful (training on ``i`` lowers the loss on ``t``). :data:`METHODS` maps the book's method names to
+the functions; :func:`compute_scores` calls one by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from infcore.data import Split
+from infcore.methods.gradients import grad_cos, grad_dot, per_example_grads
+from infcore.methods.influence import hessian, influence_function
+from infcore.methods.loo import leave_one_out
+from infcore.methods.representer import representer
+from infcore.methods.tracin import tracin_cp, tracin_ideal
+from infcore.training import TrainedModel
+
+Method = Callable[..., np.ndarray]
+
+METHODS: dict[str, Method] = {
+    "leave_one_out": leave_one_out,
+    "influence_function": influence_function,
+    "tracin_ideal": tracin_ideal,
+    "tracin_cp": tracin_cp,
+    "representer": representer,
+    "grad_dot": grad_dot,
+    "grad_cos": grad_cos,
+}
+
+
+def compute_scores(
+    name: str, trained: TrainedModel, train: Split, test: Split, **options: object
+) -> np.ndarray:
+    """Scores of the method called ``name``.
+
+    Parameters
+    ----------
+    name : str
+        One of the keys of :data:`METHODS`.
+    trained : TrainedModel
+    train : Split of n_train examples
+    test : Split of n_test examples
+    **options
+        Keyword options of that method (e.g. ``damping`` for ``influence_function``).
+
+    Returns
+    -------
+    scores : ndarray of shape (n_test, n_train), float64
+    """
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; allowed: {', '.join(METHODS)}")
+    return METHODS[name](trained, train, test, **options)
+
+
+__all__ = [
+    "METHODS",
+    "compute_scores",
+    "grad_cos",
+    "grad_dot",
+    "hessian",
+    "influence_function",
+    "leave_one_out",
+    "per_example_grads",
+    "representer",
+    "tracin_cp",
+    "tracin_ideal",
+]

@@ -1,0 +1,95 @@
+"""TracIn (Pruthi et al. 2020): the exact TracInIdeal and its checkpoint approximation TracInCP."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from infcore.data import Split
+from infcore.methods.gradients import per_example_grads
+from infcore.models import Params
+from infcore.training import TrainedModel, per_example_loss, train as train_model
+
+
+def tracin_cp(trained: TrainedModel, train: Split, test: Split) -> np.ndarray:
+    """TracInCP: ``sum_k lrs[k] * grad L(W_k, train i) . grad L(W_k, test t)`` over checkpoints.
+
+    Parameters
+    ----------
+    trained : TrainedModel
+        Its ``checkpoints`` (weights at the end of each epoch) and ``lrs`` (learning rate of each
+        epoch) are used.
+    train : Split of n_train examples
+    test : Split of n_test examples
+
+    Returns
+    -------
+    scores : ndarray of shape (n_test, n_train), float64
+    """
+    scores = torch.zeros(len(test), len(train), dtype=torch.float64)
+    for params, lr in zip(trained.checkpoints, trained.lrs):
+        g_train = per_example_grads(trained.model, params, train.x, train.y).double()
+        g_test = per_example_grads(trained.model, params, test.x, test.y).double()
+        scores += lr * (g_test @ g_train.T)
+    return scores.numpy()
+
+
+def tracin_ideal(
+    trained: TrainedModel, train: Split, test: Split, *, atol: float = 1e-5
+) -> np.ndarray:
+    """TracInIdeal: every SGD step's change of each test loss, credited to the step's example.
+
+    Training is replayed with :func:`infcore.training.train` (same configuration, same left-out
+    example); at each step, ``loss before - loss after`` of every test example is added to the
+    score of the one training example of that step, summed over epochs. The scores of a test
+    example therefore sum to ``L(W_0) - L(W_T)``, its loss at initialisation minus its final loss.
+
+    Parameters
+    ----------
+    trained : TrainedModel
+        Must have been trained with ``batch_size == 1`` on ``train``.
+    train : Split of n_train examples
+    test : Split of n_test examples
+    atol : float
+        Largest absolute difference allowed between the replayed and the stored final weights.
+
+    Returns
+    -------
+    scores : ndarray of shape (n_test, n_train), float64
+        The column of a left-out example (``trained.excluded``) is 0.
+
+    Raises
+    ------
+    ValueError
+        When the batch size is not 1, or the replay does not end at ``trained.params`` (the model
+        was not trained on ``train`` with its configuration).
+    """
+    if trained.config.batch_size != 1:
+        raise ValueError(
+            "tracin_ideal needs a model trained with batch_size=1 (each step then has one "
+            f"training example to credit), got batch_size={trained.config.batch_size}"
+        )
+    scores = torch.zeros(len(test), len(train), dtype=torch.float64)
+    previous: list[torch.Tensor] = []
+
+    def test_losses(params: Params) -> torch.Tensor:
+        with torch.no_grad():
+            return per_example_loss(trained.model, params, test.x, test.y).double()
+
+    def credit(step: int, batch_index: torch.Tensor, before: Params, after: Params) -> None:
+        loss_before = previous.pop() if previous else test_losses(before)
+        loss_after = test_losses(after)
+        scores[:, batch_index[0]] += loss_before - loss_after
+        previous.append(loss_after)
+
+    replay = train_model(
+        trained.config, train, model=trained.model, exclude=trained.excluded, on_step=credit
+    )
+    for name, p in trained.params.items():
+        if not torch.allclose(replay.params[name], p, rtol=0.0, atol=atol):
+            raise ValueError(
+                f"replaying the training does not reproduce trained.params ({name!r} differs by "
+                f"{(replay.params[name] - p).abs().max().item():.3g} > atol={atol:g}): was the model "
+                "trained on `train` with trained.config?"
+            )
+    return scores.numpy()
