@@ -5,16 +5,21 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
+from infcore.data import Split
 from infcore.heuristics import (
     HeuristicResult,
+    copies_and_held_out,
     heuristic_table,
     identical_class_test,
     identical_instance_test,
     top_k_identical_class_test,
     top_k_identical_instance_test,
+    predicted_classes,
     top_k_training_examples,
 )
+from infcore.training import TrainConfig, TrainedModel
 
 
 def _ranking_oracle(row: np.ndarray) -> list[int]:
@@ -134,7 +139,8 @@ def test_heuristic_table_matches_the_functions():
         (lambda: identical_instance_test(np.zeros((1, 2)), np.array([2])), "copy_of must hold"),
         (lambda: identical_instance_test(np.zeros((1, 2)), np.array([0.0])), "integers"),
         (lambda: identical_instance_test(np.zeros((2, 2)), np.array([0])), r"copy_of must have"),
-        (lambda: identical_instance_test(np.zeros((1, 2)), np.array([0]), np.array([1])), "boolean"),
+        (lambda: identical_instance_test(np.zeros((1, 2)), np.array([0]), np.array([1])),
+         "boolean"),
         (lambda: top_k_identical_instance_test(np.zeros((1, 2)), np.array([0]), 3), "k must be"),
         (lambda: top_k_identical_class_test(np.zeros((1, 2)), np.array([0, 1]), np.array([0]), 0),
          "k must be"),
@@ -150,3 +156,48 @@ def test_heuristic_table_matches_the_functions():
 def test_errors_name_the_parameter(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_copies_and_held_out():
+    x = torch.arange(5 * 4, dtype=torch.float32).view(5, 1, 2, 2)
+    train = Split(x, torch.tensor([0, 1, 1, 0, 1]))
+    held_out = Split(-torch.ones(2, 1, 2, 2), torch.tensor([1, 0]))
+    test, copy_of = copies_and_held_out(train, held_out, 3)
+    assert len(test) == 5
+    np.testing.assert_array_equal(copy_of, [0, 1, 2, -1, -1])
+    for t, i in enumerate(copy_of):
+        source = (train.x[i], train.y[i]) if i >= 0 else (held_out.x[t - 3], held_out.y[t - 3])
+        assert torch.equal(test.x[t], source[0]) and test.y[t] == source[1]
+    with pytest.raises(ValueError, match="n_copies must be"):
+        copies_and_held_out(train, held_out, 6)
+
+
+def test_predicted_classes_is_argmax_of_logits():
+    model = torch.nn.Linear(3, 2)
+    params = {name: p.detach() for name, p in model.named_parameters()}
+    x = torch.randn(7, 3, generator=torch.Generator().manual_seed(0))
+    trained = TrainedModel(model=model, params=params, checkpoints=[params], lrs=[0.1],
+                           config=TrainConfig())
+    logits = x @ params["weight"].T + params["bias"]
+    np.testing.assert_array_equal(
+        predicted_classes(trained, Split(x, torch.zeros(7, dtype=torch.long))),
+        (logits[:, 1] > logits[:, 0]).long().numpy(),
+    )
+
+
+def test_heuristic_pass_rates_figure():
+    import matplotlib.pyplot as plt
+
+    from infcore.plots import heuristic_pass_rates
+
+    scores, copy_of, correct, labels, predicted = _random_case(3)
+    table = heuristic_table({"a": scores, "b": -scores}, copy_of=copy_of, correct=correct,
+                            train_labels=labels, predicted=predicted, k=4)
+    fig = heuristic_pass_rates(table, k=4)
+    try:
+        ax = fig.axes[0]
+        shown = [float(text.get_text()) for text in ax.texts]
+        np.testing.assert_allclose(shown, np.round(table.to_numpy().ravel(), 2), atol=1e-12)
+        assert "top-4 identical class" in [label.get_text() for label in ax.get_xticklabels()]
+    finally:
+        plt.close(fig)

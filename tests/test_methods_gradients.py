@@ -1,5 +1,7 @@
 """Per-example gradients, Grad-Dot and Grad-Cos against a loop of single-example autograd calls."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -29,7 +31,8 @@ def loop_grads(trained, split):
 
 def test_per_example_grads_match_loop_in_chunks(task):
     trained, train_split, _ = task
-    fast = per_example_grads(trained.model, trained.params, train_split.x, train_split.y, chunk_size=7)
+    fast = per_example_grads(trained.model, trained.params, train_split.x, train_split.y,
+                             chunk_size=7)
     assert fast.shape == (40, 3008)
     np.testing.assert_allclose(fast.double(), loop_grads(trained, train_split), rtol=0, atol=1e-6)
 
@@ -51,3 +54,12 @@ def test_per_example_grads_rejects_bad_chunk_size(task, chunk_size):
     with pytest.raises(ValueError, match="chunk_size"):
         per_example_grads(trained.model, trained.params, train_split.x, train_split.y,
                           chunk_size=chunk_size)
+
+
+def test_grad_cos_of_a_zero_gradient_is_zero(task):
+    """With all weights zero every hidden unit is 0 and every gradient vanishes."""
+    trained, train_split, test_split = task
+    zero = copy.copy(trained)
+    zero.params = {k: torch.zeros_like(p) for k, p in trained.params.items()}
+    assert not grad_dot(zero, train_split, test_split).any()
+    assert not grad_cos(zero, train_split, test_split).any()

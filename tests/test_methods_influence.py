@@ -13,7 +13,12 @@ from torch.func import functional_call
 from torch.func import hessian as torch_hessian
 
 from infcore.data import Split
-from infcore.methods.influence import hessian, influence_function
+from infcore.methods.influence import (
+    AUTO_DAMPING_MARGIN,
+    hessian,
+    influence_function,
+    smallest_working_damping,
+)
 from infcore.training import TrainConfig, TrainedModel
 
 N_TRAIN, N_TEST, DIM, WEIGHT_DECAY = 200, 10, 3, 0.05
@@ -172,6 +177,16 @@ def test_indefinite_hessian_names_smallest_eigenvalue(convex):
         influence_function(trained, train_split, test_split, damping=0.1, hess=hess)
     assert np.isfinite(influence_function(trained, train_split, test_split, damping=0.3,
                                           hess=hess)).all()
+
+
+def test_auto_damping_is_the_smallest_working_one_plus_the_margin(convex):
+    trained, train_split, test_split, _, _ = convex
+    hess = torch.diag(torch.tensor([-0.25, 1.0, 2.0, 3.0, 4.0, 5.0], dtype=torch.float64))
+    assert smallest_working_damping(hess) == pytest.approx(0.25 + AUTO_DAMPING_MARGIN, abs=1e-12)
+    np.testing.assert_allclose(
+        influence_function(trained, train_split, test_split, damping="auto", hess=hess),
+        influence_function(trained, train_split, test_split, damping=0.25 + AUTO_DAMPING_MARGIN,
+                           hess=hess), rtol=1e-12)
 
 
 @pytest.mark.parametrize("options, match", [

@@ -1,5 +1,6 @@
-"""TracInCP against captum's TracInCP; TracInIdeal against a hand-written SGD loop and the telescoping
-identity (a test example's scores sum to its loss at initialisation minus its final loss)."""
+"""TracInCP against captum's TracInCP; TracInIdeal against a hand-written SGD loop and the
+telescoping identity (a test example's scores sum to its loss at initialisation minus its final
+loss)."""
 
 import copy
 
@@ -27,6 +28,7 @@ def sgd_model(splits):
     return train(TrainConfig(epochs=2, batch_size=1, lr=0.05), splits[0])
 
 
+@pytest.mark.filterwarnings("ignore:Input Tensor 0 did not already require gradients")
 def test_tracin_cp_matches_captum(splits, tmp_path):
     train_split, test_split = splits
     trained = train(TrainConfig(epochs=3, batch_size=8), train_split)

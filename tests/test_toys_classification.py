@@ -5,18 +5,26 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from scipy.optimize import minimize
 
+from infcore.methods import leave_one_out, tracin_cp, tracin_ideal
+from infcore.models import init_params
 from infcore.toys import (
     TOY_C,
     LinearBoundary,
+    LogisticModel,
     fit_boundary,
     identical_class_toy,
     identical_instance_toy,
+    loo_credit_decomposition,
+    lr_weighted_grad_dot,
     near_duplicates_toy,
     removal_effect,
     toy_loo_scores,
+    toy_split,
 )
+from infcore.training import TrainConfig, epoch_order, train
 
 
 def _scipy_fit(x: np.ndarray, y: np.ndarray, C: float) -> np.ndarray:
@@ -81,7 +89,7 @@ def test_rotation_is_wrapped_into_half_turn():
     toy = near_duplicates_toy()
     for group in toy.groups.values():
         rotation = removal_effect(toy, group).rotation_deg
-        assert -180.0 < rotation <= 180.0
+        assert -180.0 <= rotation < 180.0
 
 
 def test_near_duplicates_one_removal_small_both_large():
@@ -170,6 +178,7 @@ def test_toy_boundaries_figure():
         toy,
         [("all", {"all points": effect.full}, []),
          ("without", {"all points": effect.full, "without": effect.without}, effect.removed)],
+        markers={"copied": "^", "support": "P"},
     )
     try:
         assert len(fig.axes) == 2
@@ -180,4 +189,107 @@ def test_toy_boundaries_figure():
     finally:
         plt.close(fig)
     with pytest.raises(ValueError, match="panels must hold"):
-        toy_boundaries(toy, [])
+        toy_boundaries(toy, [], markers={})
+    with pytest.raises(ValueError, match="markers names groups"):
+        toy_boundaries(toy, [("all", {"all points": effect.full}, [])], markers={"anchor": "s"})
+
+
+# --- SGD on a toy -----------------------------------------------------------------------------------
+
+
+
+def _sgd_setup(order_seed: int = 0, epochs: int = 3):
+    toy = near_duplicates_toy()
+    train_split, test_split = toy_split(toy.x_train, toy.y_train), toy_split(toy.x_test, toy.y_test)
+    config = TrainConfig(epochs=epochs, lr=0.1, batch_size=1, init_seed=0, order_seed=order_seed)
+    return toy, train_split, test_split, train(config, train_split, model=LogisticModel())
+
+
+def test_logistic_model_and_toy_split():
+    toy = near_duplicates_toy()
+    split = toy_split(toy.x_train, toy.y_train)
+    assert split.x.dtype == torch.float32 and split.x.shape == (len(toy.y_train), 2)
+    assert split.y.dtype == torch.int64
+    model = LogisticModel()
+    w, b = model.linear.weight.detach(), model.linear.bias.detach()
+    np.testing.assert_allclose(model(split.x).detach().numpy(), (split.x @ w.T + b).numpy(),
+                               rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="y_split must have shape"):
+        toy_split(toy.x_train, toy.y_train[:-1])
+
+
+def _numpy_grads(params, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Gradients of softmax cross-entropy of a linear model, by hand: (n, 2 * 2 + 2)."""
+    w = params["linear.weight"].double().numpy()
+    b = params["linear.bias"].double().numpy()
+    logits = x @ w.T + b
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    residual = p - np.eye(2)[y]
+    return np.concatenate([(residual[:, :, None] * x[:, None, :]).reshape(len(x), -1), residual],
+                          axis=1)
+
+
+def test_lr_weighted_grad_dot_matches_hand_gradients_and_tracin_cp():
+    toy, train_split, test_split, trained = _sgd_setup()
+    expected = np.zeros((len(toy.y_test), len(toy.y_train)))
+    x_train, x_test = train_split.x.double().numpy(), test_split.x.double().numpy()
+    for params, lr in zip(trained.checkpoints, trained.lrs):
+        expected += lr * _numpy_grads(params, x_test, toy.y_test) @ _numpy_grads(
+            params, x_train, toy.y_train).T
+    result = lr_weighted_grad_dot(trained, train_split, test_split)
+    np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(result, tracin_cp(trained, train_split, test_split),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_loo_credit_decomposition_against_leave_one_out_and_tracin_ideal():
+    toy, train_split, test_split, trained = _sgd_setup()
+    examples = [16, 3]
+    split = loo_credit_decomposition(trained, train_split, test_split, examples)
+    np.testing.assert_array_equal(split.examples, examples)
+    loo = leave_one_out(trained, train_split, test_split)  # batched retraining, an independent path
+    np.testing.assert_allclose(split.loo, loo[:, examples], rtol=0, atol=1e-5)
+    credit = tracin_ideal(trained, train_split, test_split)
+    np.testing.assert_allclose(split.own_credit, credit[:, examples], rtol=0, atol=0)
+    np.testing.assert_allclose(split.loo, split.own_credit + split.others_shift, rtol=0, atol=1e-9)
+    # the telescoping that the split rests on: credits sum to L(W_0) - L(W_T)
+    initial = _numpy_loss(init_params(trained.model, 0), test_split)
+    final = _numpy_loss(trained.params, test_split)
+    np.testing.assert_allclose(credit.sum(axis=1), initial - final, rtol=0, atol=1e-5)
+
+
+def _numpy_loss(params, split) -> np.ndarray:
+    w = params["linear.weight"].double().numpy()
+    b = params["linear.bias"].double().numpy()
+    logits = split.x.double().numpy() @ w.T + b
+    log_norm = np.logaddexp.reduce(logits, axis=1)
+    return log_norm - logits[np.arange(len(logits)), split.y.numpy()]
+
+
+def test_state_dependence_claims():
+    """The claims of the page: credits follow the data order; LOO is far from the own credit."""
+    credits, firsts, runs = [], [], []
+    for order_seed in (0, 1):
+        toy, train_split, test_split, trained = _sgd_setup(order_seed=order_seed, epochs=5)
+        pair = toy.groups["pair_class1"]
+        runs.append(trained)
+        credits.append(tracin_ideal(trained, train_split, test_split)[0, pair])
+        order = epoch_order(len(train_split), order_seed, 0).tolist()
+        firsts.append([order.index(i) for i in pair])
+    for credit, first in zip(credits, firsts):
+        assert np.argmax(credit) == np.argmin(first)
+    assert np.argmax(credits[0]) != np.argmax(credits[1])
+    split = loo_credit_decomposition(runs[0], train_split, test_split, pair[:1])
+    assert abs(split.loo[0, 0] - split.own_credit[0, 0]) > 10 * abs(split.loo[0, 0])
+
+
+def test_loo_credit_decomposition_errors():
+    toy, train_split, test_split, trained = _sgd_setup(epochs=1)
+    with pytest.raises(ValueError, match="examples must hold at least one"):
+        loo_credit_decomposition(trained, train_split, test_split, [])
+    with pytest.raises(ValueError, match="examples must hold training indices"):
+        loo_credit_decomposition(trained, train_split, test_split, [len(toy.y_train)])
+    without = train(trained.config, train_split, model=trained.model, exclude=0)
+    with pytest.raises(ValueError, match="every training example"):
+        loo_credit_decomposition(without, train_split, test_split, [1])

@@ -15,15 +15,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
-from infcore import stability
+from infcore import poisoning, stability
 from infcore.cache import Cache
 from infcore.data import DATASETS, Split, load_dataset
 from infcore.expected import expected_scores
 from infcore.methods import METHODS, compute_scores
+from infcore.methods.influence import hessian, influence_function, smallest_working_damping
 from infcore.models import SmallCNN
-from infcore.training import TrainConfig, TrainedModel, train_many
+from infcore.training import TrainConfig, TrainedModel, train, train_many
 
 PERTURBATIONS = ("initialization", "ordering", "batch_size")
 #: options that change how a score is computed, not its value: left out of cache keys
@@ -139,9 +140,15 @@ class Experiment:
         for i in missing:
             c = configs[i]
             groups.setdefault((c.epochs, c.lr, c.batch_size, c.weight_decay), []).append(i)
-        for members in groups.values():
-            trained = train_many([configs[i] for i in members], self.train, model=self.model,
-                                 device=self.device, progress=self.progress)
+        for (_, _, batch_size, _), members in groups.items():
+            if batch_size == 1:
+                # TracInIdeal replays these runs step by step with `train` and checks that it ends
+                # at the stored weights: train them with that same loop, so the replay is exact.
+                trained = [train(configs[i], self.train, model=self.model, device=self.device)
+                           for i in tqdm(members, desc="train (batch size 1)", disable=not self.progress)]
+            else:
+                trained = train_many([configs[i] for i in members], self.train, model=self.model,
+                                     device=self.device, progress=self.progress)
             for i, model in zip(members, trained):
                 self.cache.save("model", self._model_key(configs[i]), {
                     "params": model.params, "checkpoints": model.checkpoints, "lrs": model.lrs})
@@ -302,3 +309,182 @@ def expected_stability(
                 frames.append({"method": method, "n_models": m, "pair": p, **summary.to_dict()})
     return pd.DataFrame(frames)
 
+
+
+def summarise(pairs: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
+    """Means over pairs of runs, in long form (one row per group and metric).
+
+    Parameters
+    ----------
+    pairs : DataFrame
+        Rows of :func:`instability` or :func:`expected_stability`.
+    by : sequence of str
+        Columns that name a group (e.g. ``["dataset", "perturbation", "method"]``).
+
+    Returns
+    -------
+    DataFrame with columns ``*by``, metric, value
+    """
+    means = pairs.groupby(list(by), sort=False)[list(stability.METRICS)].mean().reset_index()
+    return means.melt(id_vars=list(by), var_name="metric", value_name="value")
+
+
+def validate_sweep(
+    *,
+    datasets: Sequence[str] = ("mnist",),
+    methods: Sequence[str] = tuple(METHODS),
+    perturbations: Sequence[str] = (),
+    seeds: Sequence[int] = (0, 1),
+    batch_sizes: Sequence[int] = (),
+) -> None:
+    """Check a notebook's sweep parameters before any work starts.
+
+    Raises
+    ------
+    ValueError
+        Naming the parameter and what is allowed.
+    """
+    bad = [d for d in datasets if d not in DATASETS]
+    if bad or not datasets:
+        raise ValueError(f"datasets must be a non-empty list drawn from {list(DATASETS)}; got {list(datasets)}")
+    check_methods(methods)
+    bad = [p for p in perturbations if p not in PERTURBATIONS]
+    if bad:
+        raise ValueError(f"perturbations must be drawn from {list(PERTURBATIONS)}; got {list(perturbations)}")
+    if len(set(seeds)) < 2 or any(not isinstance(s, int) or s < 0 for s in seeds):
+        raise ValueError(f"seeds must hold at least two distinct integers >= 0; got {list(seeds)}")
+    if "batch_size" in perturbations and (
+        len(set(batch_sizes)) < 2 or any(not isinstance(b, int) or b < 1 for b in batch_sizes)
+    ):
+        raise ValueError(f"batch_sizes must hold at least two distinct integers >= 1; got {list(batch_sizes)}")
+
+
+def damping_sensitivity(
+    experiment: Experiment, config: TrainConfig, relative_step: float = 0.1, q: float = 90.0
+) -> dict[str, float]:
+    """How much influence-function scores move when the damping changes a little.
+
+    The damping starts at the smallest that makes this model's ``H + damping I`` positive definite
+    (plus :data:`~infcore.methods.influence.AUTO_DAMPING_MARGIN`) and is then raised by
+    ``relative_step`` of itself; both score matrices use the same Hessian. Cached.
+
+    Returns
+    -------
+    dict with damping_low, damping_high and the mean over test examples of pearson, spearman and
+    top_overlap between the two score matrices.
+    """
+    if not relative_step > 0:
+        raise ValueError(f"relative_step must be > 0; got {relative_step}")
+    key = {**experiment._model_key(config), "relative_step": relative_step, "q": q}
+
+    def compute() -> dict[str, float]:
+        model = experiment.models([config])[0]
+        hess = hessian(model.model, model.params, experiment.train, config.weight_decay)
+        low = smallest_working_damping(hess)
+        high = low * (1 + relative_step)
+        a, b = (influence_function(model, experiment.train, experiment.test, damping=d, hess=hess)
+                for d in (low, high))
+        means = stability.row_metrics(a, b, q=q).mean()
+        return {"damping_low": low, "damping_high": high, **{k: float(v) for k, v in means.items()}}
+
+    return experiment.cache.get_or_compute("damping_sensitivity", key, compute)
+
+
+def models_to_reach(curve: pd.DataFrame, threshold: float = 0.9, metric: str = "pearson") -> pd.DataFrame:
+    """For each method, the fewest models per set whose expected scores reach ``threshold``.
+
+    Parameters
+    ----------
+    curve : DataFrame
+        Rows of :func:`expected_stability` (columns method, n_models, and the metrics).
+    threshold : float
+        Level of ``metric`` to reach.
+    metric : str
+        One of :data:`infcore.stability.METRICS`.
+
+    Returns
+    -------
+    DataFrame with columns method, reached (bool), n_models (the fewest that reach the threshold,
+    or the size with the best value when none does), best (the value at that size)
+    """
+    means = curve.groupby(["method", "n_models"], sort=False)[metric].mean().reset_index()
+    rows = []
+    for method, group in means.groupby("method", sort=False):
+        group = group.sort_values("n_models")
+        hit = group[group[metric] >= threshold]
+        row = hit.iloc[0] if len(hit) else group.loc[group[metric].idxmax()]
+        rows.append({"method": method, "reached": bool(len(hit)), "n_models": int(row["n_models"]),
+                     metric: float(row[metric])})
+    return pd.DataFrame(rows)
+
+
+@dataclass
+class PoisoningStudy:
+    """Results of the Figure 3 protocol on one dataset.
+
+    Attributes
+    ----------
+    bars : DataFrame
+        Columns method, group, share, low, high (see :func:`infcore.poisoning.figure3`).
+    detection : DataFrame
+        Columns method, metric (``auprc`` or ``precision_at_k``), single_mean, single_min,
+        single_max (over the single models' scores) and expected (from the expected scores).
+    attack : DataFrame
+        Attack success rate and clean accuracy of every model (batch-size-1 models of TracInIdeal
+        included, under ``batch_size``).
+    """
+
+    bars: pd.DataFrame
+    detection: pd.DataFrame
+    attack: pd.DataFrame
+
+
+def poisoning_study(
+    task: Task,
+    methods: Sequence[str],
+    base: TrainConfig,
+    ideal_base: TrainConfig,
+    n_models: int,
+    n_poison: int,
+    n_test_poison: int,
+    poison_seed: int = 0,
+    options: dict[str, dict[str, Any]] | None = None,
+    cache: Cache | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> PoisoningStudy:
+    """Train ``n_models`` models on backdoor-poisoned data and score the poison with each method.
+
+    Raises
+    ------
+    RuntimeError
+        If some model did not learn the backdoor (see :func:`infcore.poisoning.attack_report`).
+    """
+    methods = check_methods(methods)
+    if n_models < 1:
+        raise ValueError(f"n_models must be >= 1; got {n_models}")
+    clean_train, clean_test = task.load()
+    poisoned = poisoning.poisoned_task(clean_train, clean_test, n_poison=n_poison,
+                                       n_test_poison=n_test_poison, seed=poison_seed)
+    key = {**asdict(task), "poison": {"n_poison": n_poison, "n_test_poison": n_test_poison,
+                                       "seed": poison_seed, "source": 0, "target": 1}}
+    experiment = Experiment(task, cache, splits=(poisoned.train, poisoned.test), task_key=key,
+                            device=device, progress=progress)
+    options = options or {}
+    attack = []
+    for config in [base, ideal_base] if "tracin_ideal" in methods else [base]:
+        report = poisoning.attack_report(experiment.models(model_sets(n_models, config)), poisoned)
+        attack.append(report.assign(batch_size=config.batch_size))
+    bars, detection = [], []
+    for method in methods:
+        configs = model_sets(n_models, ideal_base if method == "tracin_ideal" else base)
+        per_model = experiment.scores(method, configs, **options.get(method, {}))
+        bars.append(poisoning.figure3(per_model, poisoned.groups).assign(method=method))
+        single = pd.DataFrame([poisoning.detection(s, poisoned.poisoned) for s in per_model])
+        expected = poisoning.detection(expected_scores(per_model)[0], poisoned.poisoned)
+        for metric in single.columns:
+            detection.append({"method": method, "metric": metric,
+                              "single_mean": single[metric].mean(), "single_min": single[metric].min(),
+                              "single_max": single[metric].max(), "expected": expected[metric]})
+    return PoisoningStudy(pd.concat(bars, ignore_index=True), pd.DataFrame(detection),
+                          pd.concat(attack, ignore_index=True))

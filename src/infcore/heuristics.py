@@ -9,8 +9,10 @@ identical-class test
     The most influential training example of a test example should belong to the class that the
     model predicts for it.
 
-Their top-k forms relax "the most influential" to "among the k most influential" (instance test) and
-require the k most influential examples to share the predicted class (class test).
+Their top-k forms relax "the most influential" to "among the k most influential" (instance test)
+and require all k most influential examples to share the predicted class (class test).
+:func:`heuristic_table` runs the four tests for several methods; :func:`copies_and_held_out` and
+:func:`predicted_classes` prepare their inputs for a trained network.
 
 Conventions
 -----------
@@ -75,7 +77,9 @@ def _check_scores(scores: np.ndarray) -> np.ndarray:
 def _check_vector(values: np.ndarray, name: str, length: int, length_name: str) -> np.ndarray:
     values = np.asarray(values)
     if values.shape != (length,):
-        raise ValueError(f"{name} must have shape ({length_name},) = ({length},); got {values.shape}")
+        raise ValueError(
+            f"{name} must have shape ({length_name},) = ({length},); got {values.shape}"
+        )
     return values
 
 
@@ -253,3 +257,31 @@ def predicted_classes(trained: TrainedModel, data: Split) -> np.ndarray:
     with torch.no_grad():
         logits = functional_call(trained.model, trained.params, (data.x,))
     return logits.argmax(dim=1).numpy().astype(np.int64)
+
+
+def copies_and_held_out(train: Split, held_out: Split, n_copies: int) -> tuple[Split, np.ndarray]:
+    """A test split for the identical-instance test: copies of training examples, then others.
+
+    Parameters
+    ----------
+    train : Split of n_train examples
+    held_out : Split of n_held_out examples
+    n_copies : int
+        How many of the first training examples to copy, in [0, n_train].
+
+    Returns
+    -------
+    test : Split of n_copies + n_held_out examples
+        ``train``'s first ``n_copies`` examples (with their labels), followed by ``held_out``.
+    copy_of : ndarray of shape (n_copies + n_held_out,), int
+        ``copy_of[t]`` is the training index that test example ``t`` copies, -1 for held-out ones.
+    """
+    if isinstance(n_copies, bool) or not isinstance(n_copies, (int, np.integer)):
+        raise ValueError(f"n_copies must be an integer in [0, {len(train)}]; got {n_copies!r}")
+    if not 0 <= n_copies <= len(train):
+        raise ValueError(f"n_copies must be an integer in [0, {len(train)}]; got {n_copies!r}")
+    test = Split(
+        torch.cat([train.x[:n_copies], held_out.x]), torch.cat([train.y[:n_copies], held_out.y])
+    )
+    copy_of = np.concatenate([np.arange(n_copies), np.full(len(held_out), -1)]).astype(np.int64)
+    return test, copy_of

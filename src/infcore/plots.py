@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from infcore.data import Split, add_trigger
 from infcore.toys import ChairInfluence, LinearBoundary, Toy2D
 
 
@@ -51,40 +52,46 @@ def chair_fits(
     return fig
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # The 2-D toys of the "Rethinking influence" page
 
 #: Colours of the toys' classes (class 0, class 1), as in the paper's figures.
 TOY_CLASS_COLOURS = ("tab:red", "tab:green")
-#: Markers of a toy's named groups of training points, in the order of ``toy.groups``.
-TOY_GROUP_MARKERS = ("^", "P", "s", "D")
 
 
 def toy_boundaries(
     toy: Toy2D,
     panels: Sequence[tuple[str, Mapping[str, LinearBoundary], Sequence[int]]],
+    markers: Mapping[str, str],
 ) -> plt.Figure:
     """Side-by-side panels of a 2-D toy, each with some decision boundaries.
 
-    Training points are coloured by class; the toy's named groups get their own markers; test points
-    are hollow stars. Points removed in a panel are drawn hollow.
+    Training points are coloured by class; test points are hollow stars. Points removed in a panel
+    are drawn hollow.
 
     Parameters
     ----------
     toy : Toy2D
     panels : sequence of (title, boundaries, removed)
         ``boundaries`` maps a legend label to a fitted boundary (drawn in order: solid, dashed,
-        dotted); ``removed`` lists the training indices left out in that panel.
+        dotted, dash-dotted); ``removed`` lists the training indices left out in that panel.
+    markers : mapping of str to str
+        Matplotlib marker of each named group of ``toy.groups`` to single out; other points are
+        circles.
     """
     if len(panels) == 0:
         raise ValueError("panels must hold at least one (title, boundaries, removed) triple")
+    unknown = set(markers) - set(toy.groups)
+    if unknown:
+        raise ValueError(f"markers names groups the toy lacks: {sorted(unknown)}; "
+                         f"allowed: {sorted(toy.groups)}")
     sns.set_theme(style="whitegrid")
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 5.0), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 5.2), squeeze=False)
     everything = np.vstack([toy.x_train, toy.x_test])
     low, high = everything.min(axis=0) - 0.8, everything.max(axis=0) + 0.8
     marker = np.full(len(toy.y_train), "o", dtype=object)
-    for index, symbol in zip(toy.groups.values(), TOY_GROUP_MARKERS):
-        marker[index] = symbol
+    for name, symbol in markers.items():
+        marker[toy.groups[name]] = symbol
     for ax, (title, boundaries, removed) in zip(axes[0], panels):
         gone = np.isin(np.arange(len(toy.y_train)), removed)
         for i, (point, label) in enumerate(zip(toy.x_train, toy.y_train)):
@@ -104,8 +111,7 @@ def toy_boundaries(
         ax.set_xlabel("$x_1$")
         ax.set_ylabel("$x_2$")
         ax.set_title(title, fontsize="medium")
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize="small",
-                  frameon=False)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize="small", frameon=False)
     fig.tight_layout()
     return fig
 
@@ -128,5 +134,84 @@ def heuristic_pass_rates(table: pd.DataFrame, k: int) -> plt.Figure:
                 cbar_kws={"label": "pass rate"}, xticklabels=labels, ax=ax)
     ax.set_xticklabels(ax.get_xticklabels(), rotation=20, ha="right")
     ax.set_ylabel("method")
+    fig.tight_layout()
+    return fig
+
+
+METRIC_LABELS = {"pearson": "Pearson", "spearman": "Spearman", "top_overlap": "top-10% overlap (%)"}
+
+
+def stability_points(pairs: pd.DataFrame, hue: str, hue_order: list | None = None) -> plt.Figure:
+    """Agreement of each method's scores between runs: one panel per metric, dots are means over
+    pairs of runs, bars span the lowest and highest pair.
+
+    Parameters
+    ----------
+    pairs : DataFrame
+        One row per compared pair, with columns method, ``hue`` and the metrics of
+        :data:`infcore.stability.METRICS`.
+    hue : str
+        Column that colours the points (e.g. ``"perturbation"`` or ``"n_models"``).
+    hue_order : list, optional
+        Order of the ``hue`` levels.
+    """
+    sns.set_theme(style="whitegrid")
+    long = pairs.melt(id_vars=["method", hue], value_vars=list(METRIC_LABELS),
+                      var_name="metric", value_name="value")
+    long["metric"] = long["metric"].map(METRIC_LABELS)
+    grid = sns.catplot(data=long, x="value", y="method", hue=hue, hue_order=hue_order, col="metric",
+                       kind="point", errorbar=("pi", 100), dodge=0.4, linestyle="none",
+                       sharex=False, height=3.6, aspect=0.9, markers="o")
+    grid.set_titles("{col_name}")
+    grid.set_axis_labels("", "")
+    return grid.figure
+
+
+def trigger_examples(split: Split, source: int = 0, n: int = 6) -> plt.Figure:
+    """The first ``n`` images of class ``source`` without and with the backdoor trigger.
+
+    Parameters
+    ----------
+    split : Split
+        Clean images.
+    source : int
+        Class to show.
+    n : int
+        Images per row.
+    """
+    images = split.x[split.y == source][:n]
+    fig, axes = plt.subplots(2, len(images), figsize=(1.3 * len(images), 2.8))
+    for row, batch in enumerate([images, add_trigger(images)]):
+        for ax, image in zip(axes[row], batch):
+            ax.imshow(image[0].numpy(), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0, 0].set_ylabel("clean")
+    axes[1, 0].set_ylabel("trigger")
+    fig.tight_layout()
+    return fig
+
+
+def poisoning_bars(bars: pd.DataFrame) -> plt.Figure:
+    """Figure 3: L1-normalised mean influence of each training group, per method.
+
+    Parameters
+    ----------
+    bars : DataFrame
+        Columns method, group, share, low, high (:func:`infcore.poisoning.figure3` per method).
+    """
+    sns.set_theme(style="whitegrid")
+    fig, ax = plt.subplots(figsize=(9, 3.8))
+    sns.barplot(data=bars, x="method", y="share", hue="group", ax=ax, errorbar=None)
+    groups = list(dict.fromkeys(bars["group"]))
+    for container, group in zip(ax.containers, groups):
+        rows = bars[bars.group == group]
+        xs = [patch.get_x() + patch.get_width() / 2 for patch in container.patches]
+        ax.errorbar(xs, rows["share"], yerr=[rows["share"] - rows["low"], rows["high"] - rows["share"]],
+                    fmt="none", ecolor="black", capsize=3, linewidth=1)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xlabel("")
+    ax.set_ylabel("share of mean influence")
+    ax.tick_params(axis="x", rotation=20)
     fig.tight_layout()
     return fig

@@ -1,20 +1,21 @@
-"""Small worked examples: the chair regression and the 2-D toys of the paper's "Rethinking influence".
+"""Small worked examples: the chair regression and the 2-D toys of "Rethinking influence".
 
 Chairs
-    Ordinary least squares on a handful of points: every quantity has a closed form and can be checked
-    against statsmodels.
+    Ordinary least squares on a handful of points: every quantity has a closed form and can be
+    checked against statsmodels.
 2-D classification toys
-    Two clusters in the plane and a few points placed near the boundary of an L2-penalised logistic
-    model (scikit-learn): near-duplicate pairs whose single removal barely matters while removing both
-    does (:func:`near_duplicates_toy`), a test point that copies a training point yet depends more on
-    another one (:func:`identical_instance_toy`), and a test point whose strongest evidence belongs to
-    the other class (:func:`identical_class_toy`). Influence is the change of the test log-loss when
-    training points are removed and the model refitted (:func:`removal_effect`, :func:`toy_loo_scores`).
+    Two clusters in the plane and a few points placed near the boundary of an L2-penalised
+    logistic model (scikit-learn): near-duplicate pairs whose single removal barely matters while
+    removing both does (:func:`near_duplicates_toy`), a test point that copies a training point yet
+    depends more on another one (:func:`identical_instance_toy`), and a test point whose strongest
+    evidence belongs to the other class (:func:`identical_class_toy`). Influence is the change of
+    the test log-loss when training points are removed and the model refitted
+    (:func:`removal_effect`, :func:`toy_loo_scores`).
 SGD on a toy
-    A logistic regression (:class:`LogisticModel`) trained by :func:`infcore.training.train` at batch
-    size 1, to show how TracInIdeal credits and leave-one-out influence depend on the states training
-    passes through (:func:`loo_credit_decomposition`) and that TracInCP is a learning-rate-weighted sum
-    of Grad-Dot over checkpoints (:func:`lr_weighted_grad_dot`).
+    A logistic regression (:class:`LogisticModel`) trained by :func:`infcore.training.train` at
+    batch size 1, to show how TracInIdeal credits and leave-one-out influence depend on the states
+    that training passes through (:func:`loo_credit_decomposition`), and that TracInCP is a
+    learning-rate-weighted sum of Grad-Dot over checkpoints (:func:`lr_weighted_grad_dot`).
 """
 
 from __future__ import annotations
@@ -24,11 +25,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
+from sklearn.linear_model import LogisticRegression
 from torch import nn
 
 from infcore.data import Split
-from infcore.methods.gradients import grad_dot
-from infcore.methods.tracin import tracin_ideal
 from infcore.training import TrainedModel, test_loss
 from infcore.training import train as train_model
 
@@ -182,23 +182,30 @@ def chair_influence(
     )
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Two-dimensional classification toys of the "Rethinking influence" section.
 #
 # A logistic model with an L2 penalty (scikit-learn's LogisticRegression) separates two classes of
 # points in the plane. The loss of a test point is its log-loss -log P(y | x), so every influence
 # here is a change of log-loss, positive when removing the training points raises the test loss.
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
-#: Inverse L2 strength ``C`` of the toys' logistic model (scikit-learn's convention: the objective is
-#: ``||w||**2 / 2 + C * sum of log-losses``). Large enough that points near the boundary dominate, as
-#: the support vectors of a linear SVM would.
+#: Inverse L2 strength ``C`` of the toys' logistic model (scikit-learn's convention: the objective
+#: is ``||w||**2 / 2 + C * sum of log-losses``). Large enough that points near the boundary
+#: dominate, as the support vectors of a linear SVM would.
 TOY_C = 10.0
 
 
 @dataclass(frozen=True)
 class LinearBoundary:
-    """A binary logistic model on 2-D points: ``P(y = 1 | x) = sigmoid(weights @ x + bias)``."""
+    """A binary logistic model on 2-D points: ``P(y = 1 | x) = sigmoid(weights @ x + bias)``.
+
+    Attributes
+    ----------
+    weights : ndarray of shape (2,)
+        Normal vector of the boundary, pointing towards class 1.
+    bias : float
+    """
 
     weights: np.ndarray
     bias: float
@@ -239,7 +246,7 @@ class Toy2D:
     x_test : ndarray of shape (n_test, 2)
     y_test : ndarray of shape (n_test,), int (0 or 1)
     groups : dict of str to ndarray of int
-        Training indices of the points that the toy is about (for example a pair of near-duplicates).
+        Training indices of the points that the toy is about (e.g. a pair of near-duplicates).
     copy_of : ndarray of shape (n_test,), int
         Training index that each test point copies, -1 where it copies none.
     """
@@ -265,7 +272,7 @@ class RemovalEffect:
     test_loss_change : ndarray of shape (n_test,)
         ``loss_without - loss_full`` of each test point: the group influence (positive = helpful).
     rotation_deg : float
-        Signed angle from the full boundary's normal to the refitted one's, in (-180, 180].
+        Signed angle from the full boundary's normal to the refitted one's, in [-180, 180).
     """
 
     removed: np.ndarray
@@ -300,8 +307,6 @@ def fit_boundary(x: np.ndarray, y: np.ndarray, C: float = TOY_C) -> LinearBounda
     -------
     LinearBoundary
     """
-    from sklearn.linear_model import LogisticRegression
-
     x, y = _check_toy_data(x, y, "train")
     if not C > 0:
         raise ValueError(f"C must be a number > 0; got {C!r}")
@@ -363,7 +368,7 @@ def toy_loo_scores(toy: Toy2D, C: float = TOY_C) -> np.ndarray:
 
 
 def _bulk(seed: int, n_bulk: int) -> tuple[np.ndarray, np.ndarray]:
-    """Two clusters: class 0 in [-4, -2] x [-3, 3] and class 1 its mirror image through the origin."""
+    """Two clusters: class 0 in [-4, -2] x [-3, 3], class 1 its mirror image through the origin."""
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be an integer >= 0; got {seed!r}")
     if isinstance(n_bulk, bool) or not isinstance(n_bulk, (int, np.integer)) or n_bulk < 2:
@@ -429,8 +434,8 @@ def near_duplicates_toy(seed: int = 0, n_bulk: int = 8, gap: float = 0.15) -> To
 def identical_instance_toy(seed: int = 0, n_bulk: int = 8) -> Toy2D:
     """A test point that copies a training point, and a class-1 point that holds the boundary.
 
-    ``groups["copied"]`` is a class-1 training point inside its class's side; the single test point is
-    its copy. ``groups["support"]`` is a class-1 point near the class-0 cluster that pushes the
+    ``groups["copied"]`` is a class-1 training point inside its class's side; the single test point
+    is its copy. ``groups["support"]`` is a class-1 point near the class-0 cluster that pushes the
     boundary away from the copied point.
 
     Parameters
@@ -458,8 +463,8 @@ def identical_instance_toy(seed: int = 0, n_bulk: int = 8) -> Toy2D:
 def identical_class_toy(seed: int = 0, n_bulk: int = 8) -> Toy2D:
     """A class-0 test point whose strongest evidence is a class-1 training point.
 
-    ``groups["anchor"]`` is a class-1 point at the bottom, on the class-0 side of the middle; it tilts
-    the boundary, which moves the boundary away from the class-0 test point at the top.
+    ``groups["anchor"]`` is a class-1 point at the bottom, on the class-0 side of the middle; it
+    tilts the boundary, which moves the boundary away from the class-0 test point at the top.
 
     Parameters
     ----------
@@ -480,12 +485,12 @@ def identical_class_toy(seed: int = 0, n_bulk: int = 8) -> Toy2D:
     )
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # A tiny model trained by SGD on a 2-D toy: how the influence of an example depends on the states
 # that training passes through. Training, TracInIdeal and Grad-Dot are the book's own
 # (infcore.training, infcore.methods); the model is a logistic regression, so that one SGD run takes
 # milliseconds and every training example can be left out in turn.
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 
 class LogisticModel(nn.Module):
@@ -525,6 +530,10 @@ def lr_weighted_grad_dot(trained: TrainedModel, train: Split, test: Split) -> np
     -------
     ndarray of shape (n_test, n_train)
     """
+    # Imported here, as in loo_credit_decomposition, so that the chair and 2-D toys (and the
+    # figures that import this module) do not depend on the influence methods.
+    from infcore.methods.gradients import grad_dot
+
     total = np.zeros((len(test), len(train)))
     for params, lr in zip(trained.checkpoints, trained.lrs):
         state = replace(trained, params=params, checkpoints=[params], lrs=[lr])
@@ -536,17 +545,17 @@ def lr_weighted_grad_dot(trained: TrainedModel, train: Split, test: Split) -> np
 class CreditDecomposition:
     """Leave-one-out influence of SGD training, split along the TracInIdeal credits.
 
-    With batch size 1 the TracInIdeal credits of a test point sum to its loss at initialisation minus
-    its final loss, in the full run and in the run without example ``i`` alike; subtracting the two
-    sums gives, exactly, ``loo = own_credit + others_shift``.
+    With batch size 1 the TracInIdeal credits of a test point sum to its loss at initialisation
+    minus its final loss, in the full run and in the run without example ``i`` alike; subtracting
+    the two sums gives, exactly, ``loo = own_credit + others_shift``.
 
     Attributes
     ----------
     examples : ndarray of shape (n_examples,), int
         The training examples that were left out, one at a time.
     loo : ndarray of shape (n_test, n_examples)
-        ``L_without_i(t) - L_all(t)``: retrained without ``i``, same initialisation and the same order
-        of the other examples.
+        ``L_without_i(t) - L_all(t)``: retrained without ``i``, with the same initialisation and the
+        same order of the other examples.
     own_credit : ndarray of shape (n_test, n_examples)
         TracInIdeal credit of ``i`` in the full run.
     others_shift : ndarray of shape (n_test, n_examples)
@@ -580,8 +589,12 @@ def loo_credit_decomposition(
     -------
     CreditDecomposition
     """
+    from infcore.methods.tracin import tracin_ideal
+
     if trained.excluded is not None:
-        raise ValueError(f"trained must use every training example; it leaves out {trained.excluded}")
+        raise ValueError(
+            f"trained must use every training example; it leaves out {trained.excluded}"
+        )
     examples = np.asarray(examples, dtype=np.int64).ravel()
     if len(examples) == 0 or len(np.unique(examples)) != len(examples):
         raise ValueError("examples must hold at least one training index, without repeats")

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from infcore.data import Split
 from infcore.models import Params, SmallCNN, init_params

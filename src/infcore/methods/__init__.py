@@ -1,9 +1,9 @@
 """Influence methods: each scores every (test, training) pair with one shared signature.
 
 ``method(trained, train, test, **options) -> ndarray of shape (n_test, n_train)``, float64, where
-``scores[t, i]`` is the influence of training example ``i`` on test example ``t`` and positive means
-helpful (training on ``i`` lowers the loss on ``t``). :data:`METHODS` maps the book's method names to
-the functions; :func:`compute_scores` calls one by name.
+``scores[t, i]`` is the influence of training example ``i`` on test example ``t`` and positive
+means helpful (training on ``i`` lowers the loss on ``t``). :data:`METHODS` maps the book's method
+names to the functions; :func:`compute_scores` calls one by name.
 """
 
 from __future__ import annotations

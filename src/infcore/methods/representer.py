@@ -1,7 +1,7 @@
 """Representer point selection (Yeh et al. 2018).
 
-The features ``f`` of the last hidden layer are frozen and the last layer ``W`` (no bias) is refitted
-to a stationary point of ``mean_i L(W f_i, y_i) + lam * ||W||^2``. Stationarity gives
+The features ``f`` of the last hidden layer are frozen and the last layer ``W`` (no bias) is
+refitted to a stationary point of ``mean_i L(W f_i, y_i) + lam * ||W||^2``. Stationarity gives
 ``W = sum_i alpha_i f_i^T`` with ``alpha_i = -1 / (2 lam n) dL_i / dPhi_i`` (``Phi = W f``, the
 pre-activation output), so every logit of a test example splits exactly into one term per training
 example: ``Phi(x_t) = sum_i alpha_i (f_i . f_t)``.
@@ -128,7 +128,8 @@ def representer_weights(
         Refitted last layer; equals ``alpha.T @ features`` at stationarity.
     """
     lam = trained.config.weight_decay / 2 if lam is None else lam
-    if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not math.isfinite(lam) or lam <= 0:
+    is_number = isinstance(lam, (int, float)) and not isinstance(lam, bool)
+    if not is_number or not math.isfinite(lam) or lam <= 0:
         raise ValueError(
             f"lam must be a finite number > 0 (by default weight_decay / 2, which needs "
             f"weight_decay > 0), got {lam!r}"

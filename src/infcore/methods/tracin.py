@@ -89,7 +89,7 @@ def tracin_ideal(
         if not torch.allclose(replay.params[name], p, rtol=0.0, atol=atol):
             raise ValueError(
                 f"replaying the training does not reproduce trained.params ({name!r} differs by "
-                f"{(replay.params[name] - p).abs().max().item():.3g} > atol={atol:g}): was the model "
-                "trained on `train` with trained.config?"
+                f"{(replay.params[name] - p).abs().max().item():.3g} > atol={atol:g}): was the "
+                "model trained on `train` with trained.config?"
             )
     return scores.numpy()

@@ -1,0 +1,154 @@
+"""Speed and memory of the influence methods, as ratios against baselines measured in the same run.
+
+1. TracInCP: ``infcore.methods.tracin_cp`` (``torch.func.vmap`` per-example gradients) against
+   captum's ``TracInCP`` (``sample_wise_grads_per_batch=True``, sum-reduced loss) on the same
+   checkpoints, learning rates and examples: time ratio and largest difference of the scores.
+2. The exact Hessian of ``infcore.methods.hessian`` for the small CNN trained on 200 and on 800
+   examples: time, peak memory and eigenvalues, against the time of forward-over-reverse
+   Hessian-vector products over all parameters (extrapolated from a few). Each Hessian runs in a
+   fresh child process, so that its peak resident memory (``ru_maxrss``) is its own.
+
+Run: ``python benchmarks/bench_methods.py`` (a few minutes on a 2-core laptop).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import multiprocessing
+import resource
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from captum.influence import TracInCP
+from torch import nn
+from torch.func import grad, jvp, vmap
+from torch.utils.data import TensorDataset
+
+from infcore.data import Split, load_mnist
+from infcore.methods import hessian, tracin_cp
+from infcore.training import TrainConfig, TrainedModel, per_example_loss, train
+
+
+def captum_tracin_cp(
+    trained: TrainedModel, train_split: Split, test_split: Split, folder: Path
+) -> np.ndarray:
+    """The same scores with captum: checkpoints saved as files, the lr from the loading function."""
+    paths = []
+    for k, (params, lr) in enumerate(zip(trained.checkpoints, trained.lrs)):
+        paths.append(str(folder / f"checkpoint_{k}.pt"))
+        torch.save({"params": params, "lr": lr}, paths[-1])
+
+    def load(model: nn.Module, path: str) -> float:
+        saved = torch.load(path)
+        model.load_state_dict(saved["params"])
+        return saved["lr"]
+
+    tracin = TracInCP(
+        copy.deepcopy(trained.model),
+        TensorDataset(train_split.x, train_split.y),
+        paths,
+        checkpoints_load_func=load,
+        loss_fn=nn.CrossEntropyLoss(reduction="sum"),
+        batch_size=len(train_split),
+        sample_wise_grads_per_batch=True,
+    )
+    with warnings.catch_warnings():
+        # captum marks the test images as requiring gradients itself, and says so.
+        warnings.filterwarnings("ignore", message="Input Tensor 0 did not already require")
+        return tracin.influence((test_split.x, test_split.y)).double().numpy()
+
+
+def bench_tracin(n_train: int, n_test: int, epochs: int, repeats: int) -> None:
+    train_split, test_split = load_mnist(n_train=n_train, n_test=n_test, seed=0)
+    trained = train(TrainConfig(epochs=epochs), train_split)
+    ours_s, theirs_s = [], []
+    with tempfile.TemporaryDirectory() as folder:
+        # Interleaved repeats, best of each: the first call pays one-off set-up costs, and other
+        # processes on a shared machine only ever add time.
+        for _ in range(repeats):
+            start = time.perf_counter()
+            ours = tracin_cp(trained, train_split, test_split)
+            ours_s.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            theirs = captum_tracin_cp(trained, train_split, test_split, Path(folder))
+            theirs_s.append(time.perf_counter() - start)
+    ours_best, theirs_best = min(ours_s), min(theirs_s)
+    print(f"TracInCP, {n_train} train x {n_test} test, {epochs} checkpoints, best of {repeats}")
+    print(f"  infcore tracin_cp  {ours_best:7.2f} s")
+    print(f"  captum TracInCP    {theirs_best:7.2f} s   "
+          f"(captum / infcore = {theirs_best / ours_best:.1f}x)")
+    print(f"  max |difference| = {np.abs(ours - theirs).max():.3g}, "
+          f"relative to max |score| = {np.abs(ours - theirs).max() / np.abs(theirs).max():.3g}")
+
+
+def all_parameter_hvp_seconds(
+    trained: TrainedModel, data: Split, directions: int, chunk_size: int
+) -> float:
+    """Baseline: the time of P forward-over-reverse Hessian-vector products of the whole objective
+    (the textbook way to form the Hessian), extrapolated from ``directions`` of them."""
+    names = list(trained.params)
+    flat = torch.cat([trained.params[k].reshape(-1) for k in names])
+    sizes = [trained.params[k].numel() for k in names]
+
+    def objective(theta: torch.Tensor) -> torch.Tensor:
+        unflat = {k: v.reshape(trained.params[k].shape) for k, v in zip(names, theta.split(sizes))}
+        loss = per_example_loss(trained.model, unflat, data.x, data.y).mean()
+        return loss + 0.5 * trained.config.weight_decay * (theta * theta).sum()
+
+    basis = torch.eye(flat.numel())[:directions]
+    start = time.perf_counter()
+    vmap(lambda v: jvp(grad(objective), (flat,), (v,))[1], chunk_size=chunk_size)(basis)
+    return (time.perf_counter() - start) / directions * flat.numel()
+
+
+def _hessian_child(n_train: int, epochs: int, chunk_size: int, queue) -> None:
+    train_split, _ = load_mnist(n_train=n_train, n_test=10, seed=0)
+    trained = train(TrainConfig(epochs=epochs), train_split)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    hess = hessian(trained.model, trained.params, train_split, trained.config.weight_decay,
+                   chunk_size=chunk_size)
+    seconds = time.perf_counter() - start
+    peak_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024  # KiB on Linux
+    baseline = all_parameter_hvp_seconds(trained, train_split, 2 * chunk_size, chunk_size)
+    eigenvalues = torch.linalg.eigvalsh(hess.double())
+    queue.put((seconds, peak_mib, before / 1024, baseline, eigenvalues[0].item(),
+               eigenvalues[-1].item(), int((eigenvalues < 0).sum())))
+
+
+def bench_hessian(sizes: list[int], epochs: int, chunk_size: int) -> None:
+    context = multiprocessing.get_context("spawn")
+    print(f"Exact Hessian of the small CNN (3,008 x 3,008), chunk_size={chunk_size}")
+    for n_train in sizes:
+        queue = context.Queue()
+        child = context.Process(target=_hessian_child, args=(n_train, epochs, chunk_size, queue))
+        child.start()
+        seconds, peak_mib, base_mib, baseline, smallest, largest, negative = queue.get()
+        child.join()
+        print(f"  {n_train:4d} examples: {seconds:6.1f} s (all-parameter products: about "
+              f"{baseline:.0f} s, {baseline / seconds:.0f}x), peak memory +{peak_mib:.0f} MiB over "
+              f"{base_mib:.0f} MiB; eigenvalues in [{smallest:.4g}, {largest:.4g}], "
+              f"{negative} negative")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-train", type=int, default=800)
+    parser.add_argument("--n-test", type=int, default=200)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--hessian-sizes", type=int, nargs="*", default=[200, 800])
+    parser.add_argument("--chunk-size", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    bench_tracin(args.n_train, args.n_test, args.epochs, args.repeats)
+    bench_hessian(args.hessian_sizes, args.epochs, args.chunk_size)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+"""Leave-one-out with the batched trainer against one sequential retraining per example."""
+
+import numpy as np
+import pytest
+
+from infcore.data import load_mnist
+from infcore.methods.loo import leave_one_out
+from infcore.training import TrainConfig, per_example_loss, train
+
+
+@pytest.fixture(scope="module")
+def task():
+    train_split, test_split = load_mnist(n_train=20, n_test=10, seed=0)
+    config = TrainConfig(epochs=2, batch_size=6)
+    return train(config, train_split), train_split, test_split
+
+
+def test_leave_one_out_matches_sequential_retraining(task):
+    trained, train_split, test_split = task
+    scores = leave_one_out(trained, train_split, test_split, chunk_size=8)
+    assert scores.shape == (10, 20) and scores.dtype == np.float64
+    with_all = per_example_loss(trained.model, trained.params, test_split.x, test_split.y)
+    for i in (0, 7, 19):
+        retrained = train(trained.config, train_split, exclude=i)
+        without = per_example_loss(retrained.model, retrained.params, test_split.x, test_split.y)
+        np.testing.assert_allclose(scores[:, i], (without - with_all).double().detach().numpy(),
+                                   rtol=0, atol=1e-5)
+
+
+def test_leave_one_out_needs_a_model_trained_on_everything(task):
+    trained, train_split, test_split = task
+    partial = train(trained.config, train_split, exclude=2)
+    with pytest.raises(ValueError, match="left out example 2"):
+        leave_one_out(partial, train_split, test_split)
