@@ -65,6 +65,7 @@ experiments.validate_sweep(datasets=datasets, methods=methods)
 base = TrainConfig(epochs=epochs, lr=lr, weight_decay=weight_decay)
 ideal_base = replace(base, batch_size=1, lr=ideal_lr, epochs=ideal_epochs)
 options = {"influence_function": {"damping": damping}}
+glue("profile", profile, display=False)
 
 # %% [markdown]
 # ## The trigger
@@ -86,6 +87,9 @@ plt.close(fig)
 
 # %% [markdown]
 # ## Training on poisoned data
+#
+# This page was executed with the {glue:text}`profile` profile (see the parameters above;
+# `src/infcore/profiles.py` lists every profile).
 #
 # Each dataset gets {glue:text}`n_poison` poisoned training examples out of
 # {glue:text}`n_train` (the paper: 100 of about 1,000) and {glue:text}`n_test_poison` poisoned test

@@ -210,6 +210,7 @@ def poisoning_bars(bars: pd.DataFrame) -> plt.Figure:
         ax.errorbar(xs, rows["share"], yerr=[rows["share"] - rows["low"], rows["high"] - rows["share"]],
                     fmt="none", ecolor="black", capsize=3, linewidth=1)
     ax.axhline(0, color="black", linewidth=0.8)
+    ax.legend(title="training examples", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_xlabel("")
     ax.set_ylabel("share of mean influence")
     ax.tick_params(axis="x", rotation=20)

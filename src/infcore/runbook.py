@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     for i, (src, params) in enumerate(jobs.items(), 1):
         print(f"[{i}/{len(jobs)}] {src.name} -> {book_root / 'book' / (src.stem + '.ipynb')} {params}",
               flush=True)
+        start = time.perf_counter()
         execute(src, book_root / "book" / f"{src.stem}.ipynb", params)
+        print(f"[{i}/{len(jobs)}] {src.name} done in {time.perf_counter() - start:.0f} s", flush=True)
     if not args.no_html:
         build_html(book_root)
         print(f"HTML book: {book_root / '_build' / 'html' / 'index.html'}")

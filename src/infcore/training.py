@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from infcore.data import Split
 from infcore.models import Params, SmallCNN, init_params
+from infcore.parallel import check_backend, run_chunks
 
 StepCallback = Callable[[int, torch.Tensor, Params, Params], None]
 
@@ -344,10 +345,26 @@ def _train_chunk(
     x: torch.Tensor,
     y: torch.Tensor,
     model: nn.Module,
-    bar: tqdm,
-) -> list[TrainedModel]:
-    """Train the models of one chunk together; ``x`` and ``y`` are already on the device."""
-    device = x.device
+    device: str | torch.device,
+) -> list[list[Params]]:
+    """Train the models of one chunk together; one independent job of :func:`train_many`.
+
+    Parameters
+    ----------
+    configs : sequence of K TrainConfig
+        Sharing epochs, lr, batch size and weight decay.
+    excluded : sequence of K (int or None)
+    x : Tensor of shape (n, ...), on any device
+    y : Tensor of shape (n,), int64
+    model : nn.Module
+    device : str or torch.device
+        Where to compute.
+
+    Returns
+    -------
+    list of K lists of per-epoch checkpoints (weights on the CPU)
+    """
+    x, y = x.to(device), y.to(device)
     lr, weight_decay = configs[0].lr, configs[0].weight_decay
     inits = [init_params(model, c.init_seed) for c in configs]
     params = {name: torch.stack([p[name] for p in inits]).to(device) for name in inits[0]}
@@ -371,18 +388,7 @@ def _train_chunk(
             params = updated
         for k, kept in enumerate(checkpoints):
             kept.append({name: p[k].detach().to("cpu", copy=True) for name, p in params.items()})
-        bar.update(1)
-    return [
-        TrainedModel(
-            model=model,
-            params=kept[-1],
-            checkpoints=kept,
-            lrs=[float(config.lr)] * config.epochs,
-            config=config,
-            excluded=i,
-        )
-        for config, i, kept in zip(configs, excluded, checkpoints)
-    ]
+    return checkpoints
 
 
 def train_many(
@@ -394,6 +400,8 @@ def train_many(
     device: str | torch.device = "cpu",
     chunk_size: int = 64,
     progress: bool = False,
+    backend: str | None = None,
+    n_jobs: int | None = None,
 ) -> list[TrainedModel]:
     """Train K models at once; model k takes exactly the steps of ``train(configs[k], ...)``.
 
@@ -402,6 +410,8 @@ def train_many(
     architectures with ``torch.func.vmap`` over ``functional_call``). Models differ only in their
     seeds and in the example they leave out; a model with fewer examples gets zero-weight padding in
     its last batch and takes no update (nor weight decay) at a step where it has no example.
+    Chunks are independent jobs: they run one after another in this process, or in parallel on
+    local worker processes or a Dask cluster (``backend``), with the same results.
 
     Parameters
     ----------
@@ -418,7 +428,13 @@ def train_many(
     chunk_size : int
         Most models trained together, >= 1; bounds the memory.
     progress : bool
-        Show a tqdm progress bar (one tick per chunk and epoch).
+        Show a tqdm progress bar (one tick per chunk).
+    backend : {None, "loky", "dask"}
+        Where the chunks run: in this process (None), in local worker processes (``"loky"``), or
+        on the workers of the active ``distributed.Client`` (``"dask"``; create the Client first).
+        See :mod:`infcore.parallel`.
+    n_jobs : int or None
+        Worker processes of ``backend="loky"`` (None: one per CPU core); None otherwise.
 
     Returns
     -------
@@ -435,16 +451,29 @@ def train_many(
         )
     for i in excluded:
         _check_exclude(i, len(data))
+    check_backend(backend, n_jobs)
     model = _default_model() if model is None else model
-    x, y = data.x.to(device), data.y.to(device)
-    starts = range(0, len(configs), chunk_size)
-    trained: list[TrainedModel] = []
-    ticks = len(starts) * configs[0].epochs
-    with tqdm(total=ticks, disable=not progress, desc="train_many") as bar:
-        for start in starts:
-            stop = start + chunk_size
-            trained += _train_chunk(configs[start:stop], excluded[start:stop], x, y, model, bar)
-    return trained
+    chunks = [
+        (configs[start : start + chunk_size], excluded[start : start + chunk_size], data.x,
+         data.y, model, device)
+        for start in range(0, len(configs), chunk_size)
+    ]
+    checkpoints: list[list[Params]] = []
+    with tqdm(total=len(chunks), disable=not progress, desc="train_many", unit="chunk") as bar:
+        for done in run_chunks(_train_chunk, chunks, backend=backend, n_jobs=n_jobs):
+            checkpoints += done
+            bar.update(1)
+    return [
+        TrainedModel(
+            model=model,
+            params=kept[-1],
+            checkpoints=kept,
+            lrs=[float(config.lr)] * config.epochs,
+            config=config,
+            excluded=i,
+        )
+        for config, i, kept in zip(configs, excluded, checkpoints)
+    ]
 
 
 def test_loss(trained: TrainedModel, data: Split) -> torch.Tensor:

@@ -17,6 +17,8 @@ def leave_one_out(
     chunk_size: int = 64,
     progress: bool = False,
     device: str | torch.device = "cpu",
+    backend: str | None = None,
+    n_jobs: int | None = None,
 ) -> np.ndarray:
     """``loss_without_i(t) - loss_with_all(t)`` for every training example ``i``.
 
@@ -36,6 +38,11 @@ def leave_one_out(
         Show a progress bar.
     device : str or torch.device
         Where to retrain.
+    backend : {None, "loky", "dask"}
+        Where the chunks of retrainings run: this process, local worker processes, or the active
+        dask Client (see :func:`infcore.training.train_many`); the scores are the same.
+    n_jobs : int or None
+        Worker processes of ``backend="loky"``; None otherwise.
 
     Returns
     -------
@@ -54,6 +61,8 @@ def leave_one_out(
         device=device,
         chunk_size=chunk_size,
         progress=progress,
+        backend=backend,
+        n_jobs=n_jobs,
     )
     with torch.no_grad():
         with_all = per_example_loss(trained.model, trained.params, test.x, test.y).double()
