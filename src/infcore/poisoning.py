@@ -166,19 +166,35 @@ def detection(scores: np.ndarray, poisoned: np.ndarray) -> dict[str, float]:
 def attack_report(models: list[TrainedModel], task: PoisonedTask, min_success: float = 0.9) -> pd.DataFrame:
     """Attack success rate and clean accuracy of each poisoned model; refuses a failed attack.
 
+    Returns
+    -------
+    DataFrame with one row per model: attack_success (share of poisoned test examples predicted
+    as the target), clean_accuracy (on the clean test set) and clean_source_accuracy (on its
+    source-class examples).
+
     Raises
     ------
     RuntimeError
         If some model predicts the target on fewer than ``min_success`` of the poisoned test
-        examples: the backdoor was not learned and Figure 3 would be meaningless.
+        examples, or the source class on fewer than half of the clean source-class test examples:
+        the backdoor was not learned and Figure 3 would be meaningless.
     """
+    clean_source = task.clean_test.subset(torch.nonzero(task.clean_test.y == task.source).flatten())
     report = pd.DataFrame({
         "attack_success": [accuracy(m, task.test) for m in models],
         "clean_accuracy": [accuracy(m, task.clean_test) for m in models],
+        "clean_source_accuracy": [accuracy(m, clean_source) for m in models],
     })
     worst = float(report.attack_success.min())
     if worst < min_success:
         raise RuntimeError(
             f"the backdoor was not learned: a model predicts the target on only {worst:.1%} of the "
             f"poisoned test examples (need {min_success:.0%}); train longer or poison more examples")
+    # A model that predicts the target everywhere "succeeds" without any backdoor.
+    blind = float(report.clean_source_accuracy.min())
+    if blind < 0.5:
+        raise RuntimeError(
+            f"the backdoor was not learned: a model predicts the source class for only {blind:.1%} "
+            "of the clean source-class test examples, so its target predictions are not caused by "
+            "the trigger; train longer")
     return report

@@ -1,0 +1,116 @@
+"""Sweeps: caching, resuming after an interruption, the Table 1/2 protocols on tiny runs."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from infcore import experiments, stability
+from infcore.cache import Cache
+from infcore.methods import compute_scores
+from infcore.training import TrainConfig, train_many
+
+BASE = TrainConfig(epochs=1, batch_size=8)
+
+
+@pytest.fixture
+def experiment(tmp_path):
+    return experiments.Experiment(experiments.Task(n_train=20, n_test=4), Cache(tmp_path),
+                                  progress=False)
+
+
+def test_models_are_trained_once_and_reloaded_identically(experiment, monkeypatch):
+    configs = [replace(BASE, init_seed=s) for s in range(3)]
+    first = experiment.models(configs)
+    monkeypatch.setattr(experiments, "train_many", lambda *a, **k: pytest.fail("retrained a cached model"))
+    again = experiment.models(configs)
+    for a, b in zip(first, again):
+        assert all(np.array_equal(a.params[k], b.params[k]) for k in a.params)
+        assert len(a.checkpoints) == len(b.checkpoints) and a.lrs == b.lrs
+
+
+def test_scores_equal_a_direct_computation(experiment):
+    config = replace(BASE, init_seed=1)
+    cached = experiment.scores("grad_dot", [config])[0]
+    model = train_many([config], experiment.train)[0]
+    np.testing.assert_allclose(cached, compute_scores("grad_dot", model, experiment.train, experiment.test),
+                               rtol=1e-6, atol=1e-9)
+
+
+def test_an_interrupted_sweep_resumes_with_identical_results(tmp_path, monkeypatch):
+    configs = [replace(BASE, init_seed=s) for s in range(4)]
+    reference = experiments.Experiment(experiments.Task(n_train=20, n_test=4), Cache(None),
+                                       progress=False).scores("tracin_cp", configs)
+
+    experiment = experiments.Experiment(experiments.Task(n_train=20, n_test=4), Cache(tmp_path),
+                                        progress=False)
+    real, calls = experiments.compute_scores, []
+
+    def interrupted(*args, **kwargs):
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the user stops the run after two models
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(experiments, "compute_scores", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        experiment.scores("tracin_cp", configs)
+    monkeypatch.setattr(experiments, "compute_scores",
+                        lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    resumed = experiment.scores("tracin_cp", configs)
+    assert len(calls) == 4  # two before the interruption, only the two missing ones after it
+    for a, b in zip(reference, resumed):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_different_options_are_cached_apart(experiment):
+    a = experiment.scores("representer", [BASE], lam=0.01)[0]
+    b = experiment.scores("representer", [BASE], lam=1.0)[0]
+    assert not np.allclose(a, b)
+
+
+def test_instability_has_one_row_per_pair_and_no_batch_size_row_for_tracin_ideal(experiment):
+    pairs = experiments.instability(
+        experiment, ["grad_cos", "tracin_ideal"], ["initialization", "batch_size"], BASE,
+        seeds=[0, 1, 2], batch_sizes=[4, 8], ideal_base=replace(BASE, batch_size=1, lr=0.01))
+    counts = pairs.groupby(["perturbation", "method"]).size().to_dict()
+    assert counts == {("initialization", "grad_cos"): 3, ("initialization", "tracin_ideal"): 3,
+                      ("batch_size", "grad_cos"): 1}
+    assert pairs[list(stability.METRICS)].notna().all().all()
+
+
+def test_expected_stability_baseline_pairs_and_set_sizes(experiment):
+    curve = experiments.expected_stability(experiment, ["grad_dot"], BASE, BASE, n_models=3, sizes=[1, 3])
+    assert curve.groupby("n_models").size().to_dict() == {1: 3, 3: 1}
+    sets = experiments.model_sets(3, BASE, 0) + experiments.model_sets(3, BASE, 3)
+    assert len({(c.init_seed, c.order_seed) for c in sets}) == 6
+
+
+def test_models_to_reach():
+    curve = pd.DataFrame({"method": ["a"] * 3 + ["b"] * 3, "n_models": [1, 2, 5] * 2,
+                          "pearson": [0.5, 0.92, 0.95, 0.3, 0.6, 0.5]})
+    result = experiments.models_to_reach(curve, 0.9).set_index("method")
+    assert result.loc["a", "reached"] and result.loc["a", "n_models"] == 2
+    assert not result.loc["b", "reached"] and result.loc["b", "n_models"] == 2
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"datasets": ["cifar"]}, "datasets must be"),
+    ({"methods": ["tracin"]}, "methods must be"),
+    ({"perturbations": ["dropout"]}, "perturbations must be"),
+    ({"seeds": [0]}, "seeds must hold"),
+    ({"perturbations": ["batch_size"], "batch_sizes": [32]}, "batch_sizes must hold"),
+])
+def test_sweep_parameters_are_checked_up_front(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        experiments.validate_sweep(**kwargs)
+
+
+def test_poisoning_study_refuses_a_backdoor_that_was_not_learned(tmp_path):
+    with pytest.raises(RuntimeError, match="backdoor was not learned"):
+        experiments.poisoning_study(experiments.Task(n_train=20, n_test=8), ["grad_dot"], BASE, BASE,
+                                    n_models=1, n_poison=2, n_test_poison=2, cache=Cache(tmp_path),
+                                    progress=False)
