@@ -41,6 +41,9 @@ weight_decay = 0.001
 ideal_lr = 0.01
 damping = "auto"
 device = "cpu"
+backend = None
+dask_scheduler = None
+chunk_size = 64
 
 # %%
 from dataclasses import replace
@@ -50,12 +53,13 @@ import pandas as pd
 from IPython.display import display
 from myst_nb import glue
 
-from infcore import claims, experiments, paper, plots
+from infcore import claims, experiments, paper, parallel, plots
 from infcore.data import DatasetUnavailable
 from infcore.training import TrainConfig
 
 experiments.validate_sweep(datasets=datasets, methods=methods, perturbations=perturbations,
                            seeds=seeds, batch_sizes=batch_sizes)
+client = parallel.connect(backend, dask_scheduler)  # the active dask Client, or None
 base = TrainConfig(epochs=epochs, lr=lr, weight_decay=weight_decay, init_seed=seeds[0],
                    order_seed=seeds[0])
 ideal_base = replace(base, batch_size=1, lr=ideal_lr)
@@ -79,7 +83,8 @@ results, skipped, runs = [], {}, {}
 for dataset in datasets:
     try:
         task = experiments.Task(dataset=dataset, n_train=n_train, n_test=n_test, seed=data_seed)
-        experiment = experiments.Experiment(task, device=device)
+        experiment = experiments.Experiment(task, device=device, backend=backend,
+                                            chunk_size=chunk_size)
     except DatasetUnavailable as error:
         skipped[dataset] = str(error)
         continue

@@ -40,6 +40,9 @@ ideal_lr = 0.01
 damping = "auto"
 target_pearson = 0.9
 device = "cpu"
+backend = None
+dask_scheduler = None
+chunk_size = 64
 
 # %%
 from dataclasses import replace
@@ -49,11 +52,12 @@ import pandas as pd
 from IPython.display import display
 from myst_nb import glue
 
-from infcore import claims, experiments, paper, plots
+from infcore import claims, experiments, paper, parallel, plots
 from infcore.data import DatasetUnavailable
 from infcore.training import TrainConfig
 
 experiments.validate_sweep(datasets=datasets, methods=methods)
+client = parallel.connect(backend, dask_scheduler)  # the active dask Client, or None
 if not (n_models >= 2 and sizes and min(sizes) == 1 and max(sizes) <= n_models):
     raise ValueError(f"need n_models >= 2 and sizes in [1, n_models] starting at 1; "
                      f"got n_models={n_models}, sizes={sizes}")
@@ -80,7 +84,7 @@ for dataset in datasets:
     try:
         experiment = experiments.Experiment(
             experiments.Task(dataset=dataset, n_train=n_train, n_test=n_test, seed=data_seed),
-            device=device)
+            device=device, backend=backend, chunk_size=chunk_size)
     except DatasetUnavailable as error:
         skipped[dataset] = str(error)
         continue

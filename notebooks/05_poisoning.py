@@ -48,6 +48,9 @@ ideal_lr = 0.03
 ideal_epochs = 5
 damping = "auto"
 device = "cpu"
+backend = None
+dask_scheduler = None
+chunk_size = 64
 
 # %%
 from dataclasses import replace
@@ -57,11 +60,12 @@ import pandas as pd
 from IPython.display import display
 from myst_nb import glue
 
-from infcore import claims, experiments, plots, poisoning
+from infcore import claims, experiments, parallel, plots, poisoning
 from infcore.data import DatasetUnavailable
 from infcore.training import TrainConfig
 
 experiments.validate_sweep(datasets=datasets, methods=methods)
+client = parallel.connect(backend, dask_scheduler)  # the active dask Client, or None
 base = TrainConfig(epochs=epochs, lr=lr, weight_decay=weight_decay)
 ideal_base = replace(base, batch_size=1, lr=ideal_lr, epochs=ideal_epochs)
 options = {"influence_function": {"damping": damping}}
@@ -111,7 +115,7 @@ for dataset in datasets:
         task = experiments.Task(dataset=dataset, n_train=n_train, n_test=n_test, seed=data_seed)
         studies[dataset] = experiments.poisoning_study(
             task, methods, base, ideal_base, n_models, n_poison, n_test_poison, poison_seed,
-            options, device=device)
+            options, device=device, backend=backend, chunk_size=chunk_size)
     except DatasetUnavailable as error:
         skipped[dataset] = str(error)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -24,11 +25,12 @@ from infcore.expected import expected_scores
 from infcore.methods import METHODS, compute_scores
 from infcore.methods.influence import hessian, influence_function, smallest_working_damping
 from infcore.models import SmallCNN
+from infcore.parallel import check_backend, run_chunks
 from infcore.training import TrainConfig, TrainedModel, train, train_many
 
 PERTURBATIONS = ("initialization", "ordering", "batch_size")
 #: options that change how a score is computed, not its value: left out of cache keys
-_EXECUTION_OPTIONS = {"device", "chunk_size", "progress"}
+_EXECUTION_OPTIONS = {"device", "chunk_size", "progress", "backend", "n_jobs"}
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,16 @@ class Experiment:
         Where to train and score.
     progress : bool
         Show tqdm progress bars.
+    backend : {None, "loky", "dask"}
+        Where independent jobs run (chunks of models, each model's scores): this process, local
+        worker processes, or the active dask Client (see :mod:`infcore.parallel`). The cache keys
+        are the same, and so are the results (to float32 rounding if the workers use another
+        number of torch threads).
+    n_jobs : int or None
+        Worker processes of ``backend="loky"``.
+    chunk_size : int
+        Models trained together in one job (``train_many``, leave-one-out); smaller chunks spread
+        a sweep over more workers.
     """
 
     def __init__(
@@ -102,13 +114,19 @@ class Experiment:
         task_key: dict[str, Any] | None = None,
         device: str = "cpu",
         progress: bool = True,
+        backend: str | None = None,
+        n_jobs: int | None = None,
+        chunk_size: int = 64,
     ) -> None:
+        check_backend(backend, n_jobs)
         self.task = task
         self.cache = Cache.default() if cache is None else cache
         self.train, self.test = task.load() if splits is None else splits
         self.task_key = asdict(task) if task_key is None else dict(task_key)
         self.device = device
         self.progress = progress
+        self.execution = {"backend": backend, "n_jobs": n_jobs}
+        self.chunk_size = chunk_size
         self.model = SmallCNN()
 
     def _model_key(self, config: TrainConfig) -> dict[str, Any]:
@@ -144,11 +162,15 @@ class Experiment:
             if batch_size == 1:
                 # TracInIdeal replays these runs step by step with `train` and checks that it ends
                 # at the stored weights: train them with that same loop, so the replay is exact.
-                trained = [train(configs[i], self.train, model=self.model, device=self.device)
-                           for i in tqdm(members, desc="train (batch size 1)", disable=not self.progress)]
+                one = partial(train, model=self.model, device=self.device)
+                jobs = run_chunks(one, [(configs[i], self.train) for i in members],
+                                  **self.execution)
+                trained = list(tqdm(jobs, total=len(members), desc="train (batch size 1)",
+                                    disable=not self.progress))
             else:
                 trained = train_many([configs[i] for i in members], self.train, model=self.model,
-                                     device=self.device, progress=self.progress)
+                                     device=self.device, progress=self.progress,
+                                     chunk_size=self.chunk_size, **self.execution)
             for i, model in zip(members, trained):
                 self.cache.save("model", self._model_key(configs[i]), {
                     "params": model.params, "checkpoints": model.checkpoints, "lrs": model.lrs})
@@ -176,18 +198,24 @@ class Experiment:
         value_options = {k: v for k, v in options.items() if k not in _EXECUTION_OPTIONS}
         keys = [{**self._model_key(c), "method": method, "options": value_options} for c in configs]
         todo = [i for i, key in enumerate(keys) if not self.cache.has("scores", key)]
-        models = dict(zip(todo, self.models([configs[i] for i in todo]))) if todo else {}
+        models = self.models([configs[i] for i in todo]) if todo else []
         if method == "leave_one_out":
-            options = {"device": self.device, **options}
-        out = []
-        for i, key in enumerate(tqdm(keys, desc=method, disable=not self.progress or not todo)):
-            if i in models:
-                value = compute_scores(method, models[i], self.train, self.test, **options)
-                self.cache.save("scores", key, np.asarray(value, dtype=np.float64))
-                out.append(np.asarray(value, dtype=np.float64))
-            else:
-                out.append(self.cache.load("scores", key))
-        return out
+            # one model at a time here; its retrainings are the jobs that run in parallel
+            options = {"device": self.device, "chunk_size": self.chunk_size, **self.execution,
+                       **options}
+            values = (compute_scores(method, m, self.train, self.test, **options) for m in models)
+        else:
+            # each model's scores (a Hessian, checkpoint gradients, ...) are one job
+            one = partial(compute_scores, method, **options)
+            values = run_chunks(one, [(m, self.train, self.test) for m in models],
+                                **self.execution)
+        computed = {}
+        for i, value in zip(todo, tqdm(values, total=len(todo), desc=method,
+                                       disable=not self.progress or not todo)):
+            computed[i] = np.asarray(value, dtype=np.float64)
+            self.cache.save("scores", keys[i], computed[i])
+        return [computed[i] if i in computed else self.cache.load("scores", key)
+                for i, key in enumerate(keys)]
 
 
 def perturbed_configs(
@@ -452,6 +480,9 @@ def poisoning_study(
     cache: Cache | None = None,
     device: str = "cpu",
     progress: bool = True,
+    backend: str | None = None,
+    n_jobs: int | None = None,
+    chunk_size: int = 64,
 ) -> PoisoningStudy:
     """Train ``n_models`` models on backdoor-poisoned data and score the poison with each method.
 
@@ -469,7 +500,8 @@ def poisoning_study(
     key = {**asdict(task), "poison": {"n_poison": n_poison, "n_test_poison": n_test_poison,
                                        "seed": poison_seed, "source": 0, "target": 1}}
     experiment = Experiment(task, cache, splits=(poisoned.train, poisoned.test), task_key=key,
-                            device=device, progress=progress)
+                            device=device, progress=progress, backend=backend, n_jobs=n_jobs,
+                            chunk_size=chunk_size)
     options = options or {}
     attack = []
     for config in [base, ideal_base] if "tracin_ideal" in methods else [base]:

@@ -13,7 +13,11 @@ joblib:
     ``Client(LocalCluster())`` or ``Client(SLURMCluster(...))`` from dask-jobqueue; the cluster's
     size decides how many chunks run at once.
 
-Every backend calls the same function on the same arguments, so the results are the same.
+Every backend calls the same function on the same arguments: the results are the same bit for bit
+when the workers use as many torch threads as this process, and otherwise may differ by float32
+rounding (sums taken in another order). A
+process that did not create the cluster (a notebook run by papermill) joins it by its scheduler's
+address with :func:`connect`.
 """
 
 from __future__ import annotations
@@ -29,16 +33,21 @@ T = TypeVar("T")
 BACKENDS: tuple[str | None, ...] = (None, "loky", "dask")
 
 
+def _distributed() -> Any:
+    """The ``distributed`` module, or an error that says how to install it."""
+    try:
+        import distributed
+    except ImportError as error:
+        raise ImportError(
+            "backend='dask' needs dask.distributed: `pip install 'infcore[cluster]'`"
+        ) from error
+    return distributed
+
+
 def _active_dask_client() -> Any:
     """The ``distributed.Client`` that ``backend="dask"`` will use, or a clear error."""
     try:
-        from distributed import get_client
-    except ImportError as error:
-        raise ImportError(
-            "backend='dask' needs dask.distributed; install it with `pip install 'infcore[cluster]'`"
-        ) from error
-    try:
-        return get_client()
+        return _distributed().get_client()
     except ValueError:
         raise ValueError(
             "backend='dask' runs on the active dask Client, and there is none: create one first, "
@@ -69,13 +78,51 @@ def check_backend(backend: str | None, n_jobs: int | None = None) -> None:
     if n_jobs is not None:
         if backend != "loky":
             raise ValueError(
-                f"n_jobs applies only to backend='loky' (with backend={backend!r} it must be None), "
-                f"got {n_jobs!r}"
+                f"n_jobs applies only to backend='loky' (with backend={backend!r} it must be "
+                f"None), got {n_jobs!r}"
             )
-        if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or not (n_jobs >= 1 or n_jobs == -1):
+        is_int = isinstance(n_jobs, int) and not isinstance(n_jobs, bool)
+        if not is_int or not (n_jobs >= 1 or n_jobs == -1):
             raise ValueError(f"n_jobs must be None, -1 or an integer >= 1, got {n_jobs!r}")
     if backend == "dask":
         _active_dask_client()
+
+
+def connect(backend: str | None, scheduler: str | None = None) -> Any:
+    """The dask Client that ``backend="dask"`` will use, connected to ``scheduler`` if given.
+
+    For a process that did not create the cluster itself, such as a notebook executed by
+    papermill: ``connect("dask", "tcp://host:8786")`` connects to a running scheduler (e.g. that of
+    a ``SLURMCluster``, ``cluster.scheduler_address``) and makes it the active Client. Keep the
+    returned Client referenced while the work runs.
+
+    Parameters
+    ----------
+    backend : {None, "loky", "dask"}
+    scheduler : str or None
+        Address of a dask scheduler; None uses the active Client. Only with ``backend="dask"``.
+
+    Returns
+    -------
+    distributed.Client or None
+        None unless ``backend="dask"``.
+
+    Raises
+    ------
+    ValueError
+        If ``backend`` is not allowed, ``scheduler`` is given with another backend, or
+        ``backend="dask"`` has neither a scheduler nor an active Client.
+    """
+    if backend != "dask":
+        check_backend(backend)
+        if scheduler is not None:
+            raise ValueError(
+                f"scheduler applies only to backend='dask' (backend={backend!r}), got {scheduler!r}"
+            )
+        return None
+    if scheduler is None:
+        return _active_dask_client()
+    return _distributed().Client(scheduler)
 
 
 def run_chunks(
@@ -93,7 +140,8 @@ def run_chunks(
     Parameters
     ----------
     fn : callable
-        A module-level function (other backends than None pickle it with its arguments).
+        A module-level function or a ``functools.partial`` of one: the other backends than None
+        pickle it and its arguments to send them to the workers.
     chunks : sequence of tuples
         Positional arguments of each call.
     backend : {None, "loky", "dask"}

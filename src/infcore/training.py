@@ -411,7 +411,8 @@ def train_many(
     seeds and in the example they leave out; a model with fewer examples gets zero-weight padding in
     its last batch and takes no update (nor weight decay) at a step where it has no example.
     Chunks are independent jobs: they run one after another in this process, or in parallel on
-    local worker processes or a Dask cluster (``backend``), with the same results.
+    local worker processes or a Dask cluster (``backend``), with the same results (bit for bit when
+    the workers use as many torch threads as this process, see :mod:`infcore.parallel`).
 
     Parameters
     ----------
