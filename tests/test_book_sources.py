@@ -65,3 +65,9 @@ def test_only_the_default_run_writes_the_committed_book():
     assert run_name("quick", {}) is None
     assert run_name("paper", {}) == "paper"
     assert run_name("quick", {"n_train": 200}) == "quick_n_train-200"
+
+
+def test_only_selects_notebooks_and_refuses_unknown_ones():
+    assert [s.stem for s in plan(ROOT, "quick", {}, ["01_chairs"])] == ["01_chairs"]
+    with pytest.raises(ValueError, match="only must name notebooks"):
+        plan(ROOT, "quick", {}, ["99_missing"])

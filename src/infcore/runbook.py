@@ -51,19 +51,28 @@ def run_name(profile: str, overrides: dict[str, Any]) -> str | None:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", "_".join(parts))[:120]
 
 
-def plan(root: Path, profile: str, overrides: dict[str, Any]) -> dict[Path, dict[str, Any]]:
-    """Parameters for every notebook, validated before anything runs.
+def plan(
+    root: Path, profile: str, overrides: dict[str, Any], only: list[str] | None = None
+) -> dict[Path, dict[str, Any]]:
+    """Parameters for every notebook (or the ``only`` ones), validated before anything runs.
 
     Raises
     ------
     ValueError
-        If the profile is unknown or an override names a parameter that no notebook declares.
+        If the profile is unknown, ``only`` names a notebook that does not exist, or an override
+        names a parameter that none of the notebooks to run declares.
     """
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {sorted(PROFILES)}; got {profile!r}")
     sources = notebook_sources(root)
     if not sources:
         raise ValueError(f"no jupytext sources found in {root / 'notebooks'}")
+    if only:
+        stems = [s.stem for s in sources]
+        unknown = sorted(set(only) - set(stems))
+        if unknown:
+            raise ValueError(f"only must name notebooks among {stems}; got unknown {unknown}")
+        sources = [s for s in sources if s.stem in only]
     declared = {src: declared_parameters(src) for src in sources}
     known = set().union(*declared.values())
     unknown = sorted(set(overrides) - known)
@@ -106,12 +115,19 @@ def main(argv: list[str] | None = None) -> int:
                         metavar=("NAME", "VALUE"), help="override one parameter (value read as YAML)")
     parser.add_argument("--root", type=Path, default=Path.cwd(), help="repository root")
     parser.add_argument("--no-html", action="store_true", help="execute the notebooks only")
+    parser.add_argument("--only", nargs="+", metavar="NOTEBOOK",
+                        help="execute only these notebooks (file stems, e.g. 02_instability); "
+                             "implies --no-html")
     args = parser.parse_args(argv)
 
     root = args.root.resolve()
     overrides = {name: yaml.safe_load(value) for name, value in args.parameter}
-    jobs = plan(root, args.profile, overrides)
+    jobs = plan(root, args.profile, overrides, args.only)
     name = run_name(args.profile, overrides)
+    if args.only and name is None:
+        raise SystemExit("--only with the default profile and no overrides would leave the "
+                         "committed book half re-executed: run `make book`, or pass a profile or "
+                         "an override so that the run goes to _build/runs/")
     book_root = root if name is None else root / "_build" / "runs" / name
     if name is not None:
         (book_root / "book").mkdir(parents=True, exist_ok=True)
@@ -126,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         execute(src, book_root / "book" / f"{src.stem}.ipynb", params)
         print(f"[{i}/{len(jobs)}] {src.name} done in {time.perf_counter() - start:.0f} s", flush=True)
-    if not args.no_html:
+    if not (args.no_html or args.only):
         build_html(book_root)
         print(f"HTML book: {book_root / '_build' / 'html' / 'index.html'}")
     return 0
