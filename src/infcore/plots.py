@@ -159,6 +159,9 @@ def stability_points(pairs: pd.DataFrame, hue: str, hue_order: list | None = Non
     long = pairs.melt(id_vars=["method", hue], value_vars=list(METRIC_LABELS),
                       var_name="metric", value_name="value")
     long["metric"] = long["metric"].map(METRIC_LABELS)
+    # a categorical hue (e.g. numbers of models as labels) gets distinct colours and legend markers
+    long[hue] = long[hue].astype(str)
+    hue_order = None if hue_order is None else [str(level) for level in hue_order]
     grid = sns.catplot(data=long, x="value", y="method", hue=hue, hue_order=hue_order, col="metric",
                        kind="point", errorbar=("pi", 100), dodge=0.4, linestyle="none",
                        sharex=False, height=3.6, aspect=0.9, markers="o")
