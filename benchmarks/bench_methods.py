@@ -14,53 +14,23 @@ Run: ``python benchmarks/bench_methods.py`` (a few minutes on a 2-core laptop).
 from __future__ import annotations
 
 import argparse
-import copy
 import multiprocessing
+import sys
 import resource
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-from captum.influence import TracInCP
-from torch import nn
 from torch.func import grad, jvp, vmap
-from torch.utils.data import TensorDataset
 
 from infcore.data import Split, load_mnist
 from infcore.methods import hessian, tracin_cp
 from infcore.training import TrainConfig, TrainedModel, per_example_loss, train
 
-
-def captum_tracin_cp(
-    trained: TrainedModel, train_split: Split, test_split: Split, folder: Path
-) -> np.ndarray:
-    """The same scores with captum: checkpoints saved as files, the lr from the loading function."""
-    paths = []
-    for k, (params, lr) in enumerate(zip(trained.checkpoints, trained.lrs)):
-        paths.append(str(folder / f"checkpoint_{k}.pt"))
-        torch.save({"params": params, "lr": lr}, paths[-1])
-
-    def load(model: nn.Module, path: str) -> float:
-        saved = torch.load(path)
-        model.load_state_dict(saved["params"])
-        return saved["lr"]
-
-    tracin = TracInCP(
-        copy.deepcopy(trained.model),
-        TensorDataset(train_split.x, train_split.y),
-        paths,
-        checkpoints_load_func=load,
-        loss_fn=nn.CrossEntropyLoss(reduction="sum"),
-        batch_size=len(train_split),
-        sample_wise_grads_per_batch=True,
-    )
-    with warnings.catch_warnings():
-        # captum marks the test images as requiring gradients itself, and says so.
-        warnings.filterwarnings("ignore", message="Input Tensor 0 did not already require")
-        return tracin.influence((test_split.x, test_split.y)).double().numpy()
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from captum_oracle import captum_tracin_cp  # noqa: E402  (the tests' reference, shared)
 
 
 def bench_tracin(n_train: int, n_test: int, epochs: int, repeats: int) -> None:

@@ -7,9 +7,7 @@ import copy
 import numpy as np
 import pytest
 import torch
-from captum.influence import TracInCP
-from torch import nn
-from torch.utils.data import TensorDataset
+from captum_oracle import captum_tracin_cp
 
 from infcore.data import load_mnist
 from infcore.methods.tracin import tracin_cp, tracin_ideal
@@ -28,30 +26,10 @@ def sgd_model(splits):
     return train(TrainConfig(epochs=2, batch_size=1, lr=0.05), splits[0])
 
 
-@pytest.mark.filterwarnings("ignore:Input Tensor 0 did not already require gradients")
 def test_tracin_cp_matches_captum(splits, tmp_path):
     train_split, test_split = splits
     trained = train(TrainConfig(epochs=3, batch_size=8), train_split)
-    paths = []
-    for k, (params, lr) in enumerate(zip(trained.checkpoints, trained.lrs)):
-        paths.append(str(tmp_path / f"checkpoint_{k}.pt"))
-        torch.save({"params": params, "lr": lr}, paths[-1])
-
-    def load(model: nn.Module, path: str) -> float:
-        saved = torch.load(path)
-        model.load_state_dict(saved["params"])
-        return saved["lr"]
-
-    captum = TracInCP(
-        copy.deepcopy(trained.model),
-        TensorDataset(train_split.x, train_split.y),
-        paths,
-        checkpoints_load_func=load,
-        loss_fn=nn.CrossEntropyLoss(reduction="sum"),
-        batch_size=len(train_split),
-        sample_wise_grads_per_batch=True,
-    )
-    expected = captum.influence((test_split.x, test_split.y)).double().numpy()
+    expected = captum_tracin_cp(trained, train_split, test_split, tmp_path)
     scores = tracin_cp(trained, train_split, test_split)
     assert scores.shape == (10, 40)
     np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max())

@@ -23,12 +23,7 @@ CONFIGS = [TrainConfig(epochs=2, batch_size=8, init_seed=k, order_seed=k + 10) f
 EXCLUDE = [None, 0, 23, 5, None, 11, 3, 17, 8, 22]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -18,13 +18,7 @@ from infcore.training import TrainConfig, TrainedModel, epoch_order, train, trai
 ATOL_BATCHED = 1e-5  # train_many against train, max abs difference of any weight
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: these tiny models run many times faster when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
