@@ -44,6 +44,7 @@ device = "cpu"
 backend = None
 dask_scheduler = None
 chunk_size = 64
+results_dir = None
 
 # %%
 from dataclasses import replace
@@ -53,7 +54,7 @@ import pandas as pd
 from IPython.display import display
 from myst_nb import glue
 
-from infcore import claims, experiments, paper, parallel, plots
+from infcore import claims, experiments, paper, parallel, plots, results
 from infcore.data import DatasetUnavailable
 from infcore.training import TrainConfig
 
@@ -79,7 +80,7 @@ glue("profile", profile, display=False)
 
 # %% tags=["remove-stderr", "nbval-ignore-output"]
 # progress bars go to stderr: hidden in the book, and not compared by nbval (their timing varies)
-results, skipped, runs = [], {}, {}
+per_dataset, skipped, runs = [], {}, {}
 for dataset in datasets:
     try:
         task = experiments.Task(dataset=dataset, n_train=n_train, n_test=n_test, seed=data_seed)
@@ -90,9 +91,13 @@ for dataset in datasets:
         continue
     pairs = experiments.instability(experiment, methods, perturbations, base, seeds, batch_sizes,
                                     ideal_base, options)
-    results.append(pairs.assign(dataset=dataset))
+    per_dataset.append(pairs.assign(dataset=dataset))
     runs[dataset] = experiment
-pairs = pd.concat(results, ignore_index=True)
+pairs = pd.concat(per_dataset, ignore_index=True)
+
+# %% tags=["remove-cell"]
+if results_dir is not None:  # set by `python -m infcore.runbook --results DIR`
+    results.save_tables(results_dir, {"table1_pairs": pairs})
 
 # %%
 for dataset, reason in skipped.items():

@@ -43,6 +43,7 @@ device = "cpu"
 backend = None
 dask_scheduler = None
 chunk_size = 64
+results_dir = None
 
 # %%
 from dataclasses import replace
@@ -52,7 +53,7 @@ import pandas as pd
 from IPython.display import display
 from myst_nb import glue
 
-from infcore import claims, experiments, paper, parallel, plots
+from infcore import claims, experiments, paper, parallel, plots, results
 from infcore.data import DatasetUnavailable
 from infcore.training import TrainConfig
 
@@ -92,6 +93,10 @@ for dataset in datasets:
                                            options)
     curves.append(curve.assign(dataset=dataset))
 curve = pd.concat(curves, ignore_index=True)
+
+# %% tags=["remove-cell"]
+if results_dir is not None:  # set by `python -m infcore.runbook --results DIR`
+    results.save_tables(results_dir, {"table2_curve": curve})
 
 # %%
 for dataset, reason in skipped.items():

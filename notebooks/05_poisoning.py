@@ -51,6 +51,7 @@ device = "cpu"
 backend = None
 dask_scheduler = None
 chunk_size = 64
+results_dir = None
 
 # %%
 from dataclasses import replace
@@ -60,7 +61,7 @@ import pandas as pd
 from IPython.display import display
 from myst_nb import glue
 
-from infcore import claims, experiments, parallel, plots, poisoning
+from infcore import claims, experiments, parallel, plots, poisoning, results
 from infcore.data import DatasetUnavailable
 from infcore.training import TrainConfig
 
@@ -166,6 +167,13 @@ plt.close(fig)
 # %%
 detection = pd.concat([s.detection.assign(dataset=d) for d, s in studies.items()], ignore_index=True)
 display(detection.set_index(["dataset", "method", "metric"]).round(3))
+
+# %% tags=["remove-cell"]
+if results_dir is not None:  # set by `python -m infcore.runbook --results DIR`
+    results.save_tables(results_dir, {
+        "figure3_bars": pd.concat([s.bars.assign(dataset=d) for d, s in studies.items()],
+                                  ignore_index=True),
+        "figure3_detection": detection, "figure3_attack": attack})
 
 # %% [markdown]
 # ## The paper's statements, checked on this run

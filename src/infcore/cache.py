@@ -170,7 +170,7 @@ def _write_json(file: IO[bytes], record: Mapping[str, Any]) -> None:
     file.write(json.dumps(record, sort_keys=True, indent=2).encode() + b"\n")
 
 
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     """Write ``path`` through a temporary file in its directory and a rename."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -299,12 +299,12 @@ class Cache:
         directory.mkdir(parents=True, exist_ok=True)
         value_path = directory / f"{key}{_SUFFIX[value_format]}"
         if value_format == "npz":
-            _atomic_write(value_path, lambda file: _write_npz(file, value))
+            atomic_write(value_path, lambda file: _write_npz(file, value))
         else:
-            _atomic_write(value_path, lambda file: _write_torch(file, _compact(value)))
+            atomic_write(value_path, lambda file: _write_torch(file, _compact(value)))
         record["format"] = value_format
         try:
-            _atomic_write(directory / f"{key}.json", lambda file: _write_json(file, record))
+            atomic_write(directory / f"{key}.json", lambda file: _write_json(file, record))
         except BaseException:
             value_path.unlink(missing_ok=True)  # leave no value without its parameters
             raise

@@ -10,19 +10,23 @@ from __future__ import annotations
 
 import argparse
 import os
+import platform
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import jupytext
 import papermill
+import torch
 import yaml
 
+from infcore import results
 from infcore.profiles import PROFILES, profile_parameters
 
 DEFAULT_PROFILE = "quick"
@@ -88,8 +92,12 @@ def plan(
     return result
 
 
-def execute(source: Path, target: Path, parameters: dict[str, Any]) -> None:
-    """Execute one jupytext source into ``target``; ``target`` is replaced only on success."""
+def execute(source: Path, target: Path, parameters: dict[str, Any], show_progress: bool = True) -> None:
+    """Execute one jupytext source into ``target``; ``target`` is replaced only on success.
+
+    With ``show_progress`` the kernel's stderr (the tqdm bars of the sweeps: models done, total
+    and ETA) is copied live to this process's stderr.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         raw, executed = Path(tmp) / "in.ipynb", Path(tmp) / target.name
@@ -97,8 +105,16 @@ def execute(source: Path, target: Path, parameters: dict[str, Any]) -> None:
         papermill.execute_notebook(
             str(raw), str(executed), parameters=parameters, cwd=str(source.parent.parent),
             kernel_name="python3", progress_bar=False, log_output=False,
+            stderr_file=sys.stderr if show_progress else None,
         )
         os.replace(executed, target)
+
+
+def machine() -> dict[str, Any]:
+    """What a run's timings depend on: CPU count, torch version and threads, a GPU if any."""
+    return {"platform": platform.platform(), "cpu_count": os.cpu_count(),
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 def build_html(book_root: Path) -> None:
@@ -115,6 +131,11 @@ def main(argv: list[str] | None = None) -> int:
                         metavar=("NAME", "VALUE"), help="override one parameter (value read as YAML)")
     parser.add_argument("--root", type=Path, default=Path.cwd(), help="repository root")
     parser.add_argument("--no-html", action="store_true", help="execute the notebooks only")
+    parser.add_argument("--results", type=Path, metavar="DIR",
+                        help="notebooks that declare results_dir write their tables (CSV) into "
+                             "DIR, and DIR/run.json records parameters and seconds per notebook")
+    parser.add_argument("--quiet", action="store_true",
+                        help="do not copy the notebooks' progress bars to the terminal")
     parser.add_argument("--only", nargs="+", metavar="NOTEBOOK",
                         help="execute only these notebooks (file stems, e.g. 02_instability); "
                              "implies --no-html")
@@ -122,8 +143,18 @@ def main(argv: list[str] | None = None) -> int:
 
     root = args.root.resolve()
     overrides = {name: yaml.safe_load(value) for name, value in args.parameter}
+    if args.results is not None and "results_dir" in overrides:
+        raise SystemExit("give the results folder either as --results DIR or as -p results_dir, "
+                         "not both")
     jobs = plan(root, args.profile, overrides, args.only)
+    if args.results is not None:
+        results_dir = args.results.resolve()
+        for src, params in jobs.items():
+            if "results_dir" in declared_parameters(src):
+                params["results_dir"] = str(results_dir)
     name = run_name(args.profile, overrides)
+    if name is None and args.results is not None:
+        name = args.profile  # injecting results_dir changes the pages: keep the committed book
     if args.only and name is None:
         raise SystemExit("--only with the default profile and no overrides would leave the "
                          "committed book half re-executed: run `make book`, or pass a profile or "
@@ -139,9 +170,16 @@ def main(argv: list[str] | None = None) -> int:
     for i, (src, params) in enumerate(jobs.items(), 1):
         print(f"[{i}/{len(jobs)}] {src.name} -> {book_root / 'book' / (src.stem + '.ipynb')} {params}",
               flush=True)
-        start = time.perf_counter()
-        execute(src, book_root / "book" / f"{src.stem}.ipynb", params)
-        print(f"[{i}/{len(jobs)}] {src.name} done in {time.perf_counter() - start:.0f} s", flush=True)
+        start, started = time.perf_counter(), datetime.now(timezone.utc)
+        execute(src, book_root / "book" / f"{src.stem}.ipynb", params, not args.quiet)
+        seconds = time.perf_counter() - start
+        print(f"[{i}/{len(jobs)}] {src.name} done in {seconds:.0f} s", flush=True)
+        if args.results is not None:
+            results.record_notebook(
+                results_dir, src.stem,
+                {"parameters": params, "seconds": round(seconds, 1),
+                 "started": started.isoformat(timespec="seconds")},
+                {"profile": args.profile, "machine": machine()})
     if not (args.no_html or args.only):
         build_html(book_root)
         print(f"HTML book: {book_root / '_build' / 'html' / 'index.html'}")
