@@ -324,9 +324,31 @@ def test_accuracy_and_test_loss_agree_with_the_module(mnist01, small):
     trained: TrainedModel = train(TrainConfig(epochs=1, batch_size=16), small)
     with torch.no_grad():
         logits = module_with(trained.params)(test_split.x)
-    expected_loss = -logits.log_softmax(dim=1)[torch.arange(60), test_split.y]
+        logits64 = module_with(trained.params).double()(test_split.x.double())
+    expected_loss = -logits64.log_softmax(dim=1)[torch.arange(60), test_split.y]
     losses = training.test_loss(trained, test_split)
-    assert losses.shape == (60,)
-    torch.testing.assert_close(losses, expected_loss, rtol=0, atol=1e-6)
+    assert losses.shape == (60,) and losses.dtype == torch.float64
+    torch.testing.assert_close(losses, expected_loss, rtol=0, atol=1e-12)
     correct = sum(int(logits[t].argmax()) == int(test_split.y[t]) for t in range(60))
     assert training.accuracy(trained, test_split) == correct / 60
+
+
+def test_float64_losses_resolve_a_tiny_weight_change(mnist01, small):
+    # Oracle: the first-order change grad . delta, from float64 autograd. A change this small moves
+    # the near-zero losses of a trained model by less than float32 resolves near them.
+    test_split = mnist01[1].subset(range(40))
+    trained = train(TrainConfig(epochs=2, batch_size=16), small)
+    direction = {k: torch.randn(v.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+                 for k, v in trained.params.items()}
+    step = 1e-7
+    moved = {k: (v.double() + step * direction[k]).float() for k, v in trained.params.items()}
+    actual_step = {k: moved[k].double() - trained.params[k].double() for k in moved}
+    change = (training.losses_float64(trained.model, moved, test_split.x, test_split.y)
+              - training.losses_float64(trained.model, trained.params, test_split.x, test_split.y))
+    leaves = {k: v.double().requires_grad_() for k, v in trained.params.items()}
+    loss = training.per_example_loss(trained.model, leaves, test_split.x.double(), test_split.y)
+    predicted = torch.stack([
+        sum((g * actual_step[k]).sum() for k, g in zip(leaves, torch.autograd.grad(
+            loss[t], list(leaves.values()), retain_graph=True)))
+        for t in range(len(test_split))])
+    torch.testing.assert_close(change, predicted.detach(), rtol=1e-3, atol=1e-12)

@@ -22,8 +22,9 @@ from infcore import poisoning, stability
 from infcore.cache import Cache
 from infcore.data import DATASETS, Split, load_dataset
 from infcore.expected import expected_scores
-from infcore.methods import METHODS, compute_scores
+from infcore.methods import METHODS, REVISIONS, compute_scores
 from infcore.methods.influence import hessian, influence_function, smallest_working_damping
+from infcore.methods.loo import rounding_noise
 from infcore.models import SmallCNN
 from infcore.parallel import check_backend, run_chunks
 from infcore.training import TrainConfig, TrainedModel, train, train_many
@@ -132,6 +133,12 @@ class Experiment:
     def _model_key(self, config: TrainConfig) -> dict[str, Any]:
         return {"task": self.task_key, "config": asdict(config), "architecture": "SmallCNN"}
 
+    def _scores_key(self, config: TrainConfig, method: str, options: dict[str, Any]) -> dict[str, Any]:
+        key = {**self._model_key(config), "method": method, "options": options}
+        if method in REVISIONS:
+            key["revision"] = REVISIONS[method]
+        return key
+
     def models(self, configs: Sequence[TrainConfig]) -> list[TrainedModel]:
         """One trained model per config; the missing ones are trained together and cached.
 
@@ -196,7 +203,7 @@ class Experiment:
         """
         check_methods([method])
         value_options = {k: v for k, v in options.items() if k not in _EXECUTION_OPTIONS}
-        keys = [{**self._model_key(c), "method": method, "options": value_options} for c in configs]
+        keys = [self._scores_key(c, method, value_options) for c in configs]
         todo = [i for i, key in enumerate(keys) if not self.cache.has("scores", key)]
         models = self.models([configs[i] for i in todo]) if todo else []
         if method == "leave_one_out":
@@ -416,6 +423,32 @@ def damping_sensitivity(
         return {"damping_low": low, "damping_high": high, **{k: float(v) for k, v in means.items()}}
 
     return experiment.cache.get_or_compute("damping_sensitivity", key, compute)
+
+
+def loo_resolution(experiment: Experiment, config: TrainConfig, copies: int = 16) -> dict[str, float]:
+    """How many of one model's leave-one-out scores stand above float32 rounding.
+
+    Compares the model's cached leave-one-out matrix with the loss differences of
+    :func:`~infcore.methods.loo.rounding_noise` (the same retrainings done in two batchings). Cached.
+
+    Returns
+    -------
+    dict with median_abs_loo (median of |score| over all test and training pairs), noise_p95 and
+    noise_max (95th percentile and largest |difference| between the two batchings), and share_below_noise (the
+    share of leave-one-out scores whose magnitude is under noise_p95).
+    """
+    key = {**experiment._scores_key(config, "leave_one_out", {}), "copies": copies}
+
+    def compute() -> dict[str, float]:
+        loo = np.abs(experiment.scores("leave_one_out", [config])[0])
+        model = experiment.models([config])[0]
+        noise = np.abs(rounding_noise(model, experiment.train, experiment.test, copies=copies,
+                                      device=experiment.device))
+        p95 = float(np.quantile(noise, 0.95))
+        return {"median_abs_loo": float(np.median(loo)), "noise_p95": p95,
+                "noise_max": float(noise.max()), "share_below_noise": float(np.mean(loo < p95))}
+
+    return experiment.cache.get_or_compute("loo_resolution", key, compute)
 
 
 def models_to_reach(curve: pd.DataFrame, threshold: float = 0.9, metric: str = "pearson") -> pd.DataFrame:

@@ -477,15 +477,37 @@ def train_many(
     ]
 
 
-def test_loss(trained: TrainedModel, data: Split) -> torch.Tensor:
-    """Cross-entropy of each example of ``data`` under the final weights.
+def losses_float64(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of each example, evaluated in float64 from the (float32) weights.
+
+    A confidently classified example has a loss near zero, where a float32 evaluation moves in steps
+    of about 1.2e-7 (the float32 spacing near 1 inside the log-sum-exp): differences of such losses,
+    which leave-one-out and TracInIdeal take, come out as a few multiples of that step. Evaluating
+    the same weights in float64 resolves them.
+
+    Parameters
+    ----------
+    model : nn.Module
+    params : dict of str to Tensor
+    x : Tensor of shape (n, 1, 28, 28)
+    y : Tensor of shape (n,), int64
 
     Returns
     -------
-    Tensor of shape (n,), float32, on the CPU
+    Tensor of shape (n,), float64, no gradient
     """
     with torch.no_grad():
-        return per_example_loss(trained.model, trained.params, data.x, data.y)
+        return per_example_loss(model, {k: v.double() for k, v in params.items()}, x.double(), y)
+
+
+def test_loss(trained: TrainedModel, data: Split) -> torch.Tensor:
+    """Cross-entropy of each example of ``data`` under the final weights (see :func:`losses_float64`).
+
+    Returns
+    -------
+    Tensor of shape (n,), float64, on the CPU
+    """
+    return losses_float64(trained.model, trained.params, data.x, data.y).cpu()
 
 
 def accuracy(trained: TrainedModel, data: Split) -> float:

@@ -22,6 +22,11 @@ from infcore.training import TrainedModel
 
 Method = Callable[..., np.ndarray]
 
+#: Revision of a method's numbers, part of the cache key of its scores (a method missing here is at
+#: its first): raised whenever the same inputs give other scores. Revision 2 of leave-one-out and
+#: TracInIdeal evaluates their loss differences in float64 (:func:`infcore.training.losses_float64`).
+REVISIONS: dict[str, int] = {"leave_one_out": 2, "tracin_ideal": 2}
+
 METHODS: dict[str, Method] = {
     "leave_one_out": leave_one_out,
     "influence_function": influence_function,
@@ -59,6 +64,7 @@ def compute_scores(
 
 __all__ = [
     "METHODS",
+    "REVISIONS",
     "compute_scores",
     "grad_cos",
     "grad_dot",

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from infcore.data import Split
-from infcore.training import TrainedModel, per_example_loss, train_many
+from infcore.training import TrainedModel, test_loss, train_many
 
 
 def leave_one_out(
@@ -24,7 +24,9 @@ def leave_one_out(
 
     One model per training example is retrained with ``trained.config`` (same initialisation, same
     order of the remaining examples), ``chunk_size`` models at a time with
-    :func:`infcore.training.train_many`; ``loss_with_all`` uses ``trained.params``.
+    :func:`infcore.training.train_many`; ``loss_with_all`` uses ``trained.params``. The losses are
+    evaluated in float64 (:func:`infcore.training.test_loss`): in float32, the many test losses
+    near zero of a well-trained model would make most scores a few multiples of 1.2e-7.
 
     Parameters
     ----------
@@ -64,9 +66,47 @@ def leave_one_out(
         backend=backend,
         n_jobs=n_jobs,
     )
-    with torch.no_grad():
-        with_all = per_example_loss(trained.model, trained.params, test.x, test.y).double()
-        without = torch.stack(
-            [per_example_loss(m.model, m.params, test.x, test.y).double() for m in retrained], dim=1
-        )
+    with_all = test_loss(trained, test)
+    without = torch.stack([test_loss(m, test) for m in retrained], dim=1)
     return (without - with_all[:, None]).numpy()
+
+
+def rounding_noise(
+    trained: TrainedModel,
+    train: Split,
+    test: Split,
+    *,
+    copies: int = 16,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
+    """Differences between two leave-one-out retrainings that only float32 rounding tells apart.
+
+    The models that leave out training examples ``0 .. copies-1`` are retrained twice with
+    ``trained.config``: together in one chunk of :func:`infcore.training.train_many` (as
+    :func:`leave_one_out` retrains them), and one at a time. In exact arithmetic the two are equal;
+    in float32 a batch of models of another size sums in another order. Their test-loss
+    differences are the resolution of a leave-one-out score: a score of that size cannot be told
+    apart from rounding.
+
+    Parameters
+    ----------
+    trained : TrainedModel
+        Trained on all of ``train``; only its config and architecture are used.
+    train : Split of n_train examples
+    test : Split of n_test examples
+    copies : int
+        Retrainings compared, between 2 and n_train.
+    device : str or torch.device
+
+    Returns
+    -------
+    ndarray of shape (n_test, copies), float64: ``loss_together(t) - loss_alone(t)``
+    """
+    if not (isinstance(copies, int) and 2 <= copies <= len(train)):
+        raise ValueError(f"copies must be an integer in [2, {len(train)}]; got {copies!r}")
+    losses = []
+    for chunk_size in (copies, 1):
+        retrained = train_many([trained.config] * copies, train, model=trained.model,
+                               exclude=list(range(copies)), device=device, chunk_size=chunk_size)
+        losses.append(torch.stack([test_loss(m, test) for m in retrained], dim=1))
+    return (losses[0] - losses[1]).numpy()

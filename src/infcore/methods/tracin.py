@@ -8,7 +8,7 @@ import torch
 from infcore.data import Split
 from infcore.methods.gradients import per_example_grads
 from infcore.models import Params
-from infcore.training import TrainedModel, per_example_loss, train as train_model
+from infcore.training import TrainedModel, losses_float64, train as train_model
 
 
 def tracin_cp(trained: TrainedModel, train: Split, test: Split) -> np.ndarray:
@@ -43,6 +43,8 @@ def tracin_ideal(
     example); at each step, ``loss before - loss after`` of every test example is added to the
     score of the one training example of that step, summed over epochs. The scores of a test
     example therefore sum to ``L(W_0) - L(W_T)``, its loss at initialisation minus its final loss.
+    The losses are evaluated in float64 (:func:`infcore.training.losses_float64`): one step
+    changes a small test loss by less than float32 resolves.
 
     Parameters
     ----------
@@ -73,8 +75,7 @@ def tracin_ideal(
     previous: list[torch.Tensor] = []
 
     def test_losses(params: Params) -> torch.Tensor:
-        with torch.no_grad():
-            return per_example_loss(trained.model, params, test.x, test.y).double()
+        return losses_float64(trained.model, params, test.x, test.y)
 
     def credit(step: int, batch_index: torch.Tensor, before: Params, after: Params) -> None:
         loss_before = previous.pop() if previous else test_losses(before)
