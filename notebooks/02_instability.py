@@ -95,10 +95,6 @@ for dataset in datasets:
     runs[dataset] = experiment
 pairs = pd.concat(per_dataset, ignore_index=True)
 
-# %% tags=["remove-cell"]
-if results_dir is not None:  # set by `python -m infcore.runbook --results DIR`
-    results.save_tables(results_dir, {"table1_pairs": pairs})
-
 # %%
 for dataset, reason in skipped.items():
     print(f"NOTE: {dataset} is left out of this run: {reason}")
@@ -114,16 +110,13 @@ print(f"{len(pairs)} pairs of runs compared on {sorted(pairs.dataset.unique())}"
 
 # %%
 ours = experiments.summarise(pairs, ["dataset", "perturbation", "method"])
-table = paper.side_by_side(ours, paper.table1(), "perturbation")
-wide = table.pivot_table(index=["dataset", "perturbation", "method"], columns="metric",
-                         values=["ours", "paper", "difference"], sort=False)
-wide = wide.swaplevel(0, 1, axis=1)[["pearson", "spearman", "top_overlap"]]
-display(wide.round(3))
+display(paper.comparison(ours, paper.table1(), "perturbation").round(3))
 
 # %% [markdown]
 # The cells where our Pearson correlation differs most from the paper's:
 
 # %%
+table = paper.side_by_side(ours, paper.table1(), "perturbation")
 pearson = table[(table.metric == "pearson") & table.paper.notna()]
 largest = pearson.reindex(pearson.difference.abs().sort_values(ascending=False).index).head(5)
 print(largest[["dataset", "perturbation", "method", "ours", "paper", "difference"]]
@@ -165,13 +158,8 @@ plt.close(fig)
 # this run (Pearson, averaged over perturbations), not by the paper's.
 
 # %%
-claim_tables = []
-for dataset, group in ours.groupby("dataset", sort=False):
-    checks = claims.table1_claims(group)
-    claim_tables.append(checks.assign(dataset=dataset))
-checks = pd.concat(claim_tables, ignore_index=True)
-for row in checks.itertuples():
-    print(f"[{row.dataset}] {row.claim}: {'holds' if row.holds else 'does NOT hold'}\n    ({row.detail})")
+checks = claims.by_dataset(ours, lambda dataset, rows: claims.table1_claims(rows))
+print(claims.report(checks))
 glue("n_claims_hold", int(checks.holds.sum()), display=False)
 glue("n_claims", len(checks), display=False)
 
@@ -199,3 +187,31 @@ glue("damping_high", sensitivity["damping_high"], display=False)
 glue("damping_pearson", sensitivity["pearson"], display=False)
 glue("damping_top_overlap", sensitivity["top_overlap"], display=False)
 print({k: round(v, 4) for k, v in sensitivity.items()})
+
+# %% [markdown]
+# ## How fine is a leave-one-out score?
+#
+# A leave-one-out score is the difference between two test losses of almost the same network, and
+# a well-trained network has many test losses close to zero, so the differences are tiny. We
+# evaluate every loss in float64 (in float32, losses near zero move in steps of about $1.2 \times
+# 10^{-7}$, and most scores of a model trained on 800 examples would be a few such steps). The
+# retrained weights themselves are float32, though, and a batch of models of another size adds its
+# gradients in another order. To see how large that rounding is, we retrain the models that leave
+# out the first 16 training examples twice, all together and one at a time, which in exact
+# arithmetic gives the same networks. For the first model of this run, the median magnitude of a
+# leave-one-out score is {glue:text}`loo_median:.2e`, the 95th percentile of the rounding
+# differences {glue:text}`loo_noise_p95:.2e` (largest {glue:text}`loo_noise_max:.2e`), and
+# {glue:text}`loo_share_below:.1%` of the scores are smaller than that percentile.
+
+# %%
+resolution = experiments.loo_resolution(runs[pairs.dataset.iloc[0]], base)
+for name, key in [("loo_median", "median_abs_loo"), ("loo_noise_p95", "noise_p95"),
+                  ("loo_noise_max", "noise_max"), ("loo_share_below", "share_below_noise")]:
+    glue(name, resolution[key], display=False)
+print({k: float(f"{v:.3g}") for k, v in resolution.items()})
+
+# %% tags=["remove-cell"]
+if results_dir is not None:  # set by `python -m infcore.runbook --results DIR`
+    results.save_tables(results_dir, {"table1_pairs": pairs,
+                                      "damping_sensitivity": pd.DataFrame([sensitivity]),
+                                      "loo_resolution": pd.DataFrame([resolution])})

@@ -110,13 +110,8 @@ print(f"compared expected scores of up to {n_models} models per set on {sorted(c
 # `difference` column is ours minus the paper's.
 
 # %%
-settings = curve[curve.n_models.isin([1, n_models])].assign(
-    setting=lambda d: d.n_models.map({1: "baseline", n_models: "expected"}))
-ours = experiments.summarise(settings, ["dataset", "setting", "method"])
-table = paper.side_by_side(ours, paper.table2(), "setting")
-wide = table.pivot_table(index=["dataset", "setting", "method"], columns="metric",
-                         values=["ours", "paper", "difference"], sort=False)
-display(wide.swaplevel(0, 1, axis=1)[["pearson", "spearman", "top_overlap"]].round(3))
+ours = experiments.table2_summary(curve)
+display(paper.comparison(ours, paper.table2(), "setting").round(3))
 
 # %% [markdown]
 # ## How many models are enough?
@@ -148,10 +143,8 @@ display(experiments.models_to_reach(first, threshold=target_pearson).round(3))
 # which stay unstable even in expectation. Each line is decided by this run's Pearson correlations.
 
 # %%
-checks = pd.concat([claims.table2_claims(group).assign(dataset=dataset)
-                    for dataset, group in ours.groupby("dataset", sort=False)], ignore_index=True)
-for row in checks.itertuples():
-    print(f"[{row.dataset}] {row.claim}: {'holds' if row.holds else 'does NOT hold'}\n    ({row.detail})")
+checks = claims.by_dataset(ours, lambda dataset, rows: claims.table2_claims(rows))
+print(claims.report(checks))
 glue("n_claims_hold", int(checks.holds.sum()), display=False)
 glue("n_claims", len(checks), display=False)
 

@@ -48,3 +48,22 @@ def test_figure3_claims():
     ])
     assert claims.figure3_claims(bars, ["grad_cos"]).holds.tolist() == [True, True]
     assert claims.figure3_claims(bars, ["grad_cos", "representer"]).holds.tolist() == [True, False]
+
+
+def test_by_dataset_and_report():
+    summary = pd.concat([_table1([0.05, 0.02, 0.4, 0.8, 0.9, 0.85, 0.95]).assign(dataset="mnist"),
+                         _table1([0.95, 0.9, 0.85, 0.4, 0.05, 0.02, 0.03]).assign(dataset="comnist")])
+    checks = claims.by_dataset(summary, lambda dataset, rows: claims.table1_claims(rows))
+    assert checks.groupby("dataset", sort=False).holds.sum().to_dict() == {"mnist": 3, "comnist": 0}
+    lines = claims.report(checks).splitlines()
+    assert len(lines) == 12
+    assert lines[0].startswith("[mnist] ") and lines[0].endswith(": holds")
+    assert lines[6].startswith("[comnist] ") and lines[6].endswith(": does NOT hold")
+
+
+def test_figure3_paper_claims_use_the_papers_detectors_per_dataset():
+    bars = pd.DataFrame({"method": ["grad_dot"] * 2 + ["grad_cos"] * 2,
+                         "group": ["poisoned", "clean source"] * 2, "share": [0.9, 0.1, 0.8, 0.2]})
+    # on MNIST the paper finds every method detects the poison; on CoMNIST, Grad-Dot does not
+    assert claims.figure3_paper_claims("mnist", bars).holds.tolist() == [True, True]
+    assert claims.figure3_paper_claims("comnist", bars).holds.tolist() == [False, True]

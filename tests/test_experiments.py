@@ -114,3 +114,33 @@ def test_poisoning_study_refuses_a_backdoor_that_was_not_learned(tmp_path):
         experiments.poisoning_study(experiments.Task(n_train=20, n_test=8), ["grad_dot"], BASE, BASE,
                                     n_models=1, n_poison=2, n_test_poison=2, cache=Cache(tmp_path),
                                     progress=False)
+
+
+def test_loo_resolution_summarises_its_pieces(experiment):
+    from infcore.methods.loo import rounding_noise
+
+    result = experiments.loo_resolution(experiment, BASE, copies=3)
+    loo = np.abs(experiment.scores("leave_one_out", [BASE])[0])
+    model = experiment.models([BASE])[0]
+    noise = np.abs(rounding_noise(model, experiment.train, experiment.test, copies=3))
+    p95 = np.quantile(noise, 0.95)
+    assert result == pytest.approx({"median_abs_loo": np.median(loo), "noise_p95": p95,
+                                    "noise_max": noise.max(),
+                                    "share_below_noise": np.mean(loo < p95)})
+
+
+def test_leave_one_out_scores_are_keyed_by_their_revision(experiment):
+    key = experiment._scores_key(BASE, "leave_one_out", {})
+    assert key["revision"] == 2
+    assert "revision" not in experiment._scores_key(BASE, "grad_dot", {})
+
+
+def test_table2_summary_takes_single_pairs_and_the_largest_sets():
+    curve = pd.DataFrame({
+        "dataset": "mnist", "method": "grad_dot", "n_models": [1, 1, 2, 3],
+        "pair": [0, 1, 0, 0], "pearson": [0.2, 0.4, 0.7, 0.9], "spearman": 0.5,
+        "top_overlap": 50.0})
+    table = experiments.table2_summary(curve).set_index(["setting", "metric"])["value"]
+    assert table["baseline", "pearson"] == pytest.approx(0.3)
+    assert table["expected", "pearson"] == pytest.approx(0.9)
+    assert len(table) == 2 * len(stability.METRICS)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from infcore.data import load_mnist
-from infcore.methods.loo import leave_one_out
+from infcore.methods.loo import leave_one_out, rounding_noise
 from infcore.training import TrainConfig, per_example_loss, train
 
 
@@ -32,3 +32,20 @@ def test_leave_one_out_needs_a_model_trained_on_everything(task):
     partial = train(trained.config, train_split, exclude=2)
     with pytest.raises(ValueError, match="left out example 2"):
         leave_one_out(partial, train_split, test_split)
+
+
+def test_rounding_noise_is_tiny_against_leave_one_out(task):
+    trained, train_split, test_split = task
+    noise = rounding_noise(trained, train_split, test_split, copies=4)
+    assert noise.shape == (10, 4) and noise.dtype == np.float64
+    # the two batchings agree to float32 rounding of the weights, far below a real removal effect
+    assert np.abs(noise).max() < 1e-5
+    scores = leave_one_out(trained, train_split, test_split, chunk_size=8)
+    assert np.median(np.abs(scores)) > 100 * np.abs(noise).max()
+
+
+@pytest.mark.parametrize("copies", [1, 21, 2.5])
+def test_rounding_noise_checks_copies(task, copies):
+    trained, train_split, test_split = task
+    with pytest.raises(ValueError, match=r"copies must be an integer in \[2, 20\]"):
+        rounding_noise(trained, train_split, test_split, copies=copies)

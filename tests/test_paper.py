@@ -30,3 +30,13 @@ def test_side_by_side_differences_and_unreported_rows():
     assert table.loc[0, "paper"] == 0.976
     assert table.loc[0, "difference"] == paper.pd.Series([0.9 - 0.976]).iloc[0]
     assert paper.pd.isna(table.loc[1, "paper"])  # the paper has no batch-size row for TracInIdeal
+
+
+def test_comparison_lays_out_side_by_side():
+    ours = paper.pd.DataFrame([
+        {"perturbation": "ordering", "method": "grad_cos", "dataset": "mnist", "metric": m, "value": v}
+        for m, v in [("pearson", 0.5), ("spearman", 0.4), ("top_overlap", 30.0)]])
+    wide = paper.comparison(ours, paper.table1(), "perturbation")
+    row = wide.loc[("mnist", "ordering", "grad_cos")]
+    assert row[("pearson", "ours")] == 0.5 and row[("pearson", "paper")] == 0.976
+    assert abs(row[("top_overlap", "difference")] - (30.0 - 71.24)) < 1e-9

@@ -7,10 +7,16 @@ claim that fails in a run is shown as failing, not hidden.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pandas as pd
 
 LEAST_STABLE = ("leave_one_out", "influence_function")
 MOST_STABLE = ("representer", "grad_dot", "grad_cos")
+#: methods whose expected scores rank the poisoned group first in the paper's Figure 3, per dataset
+#: (None: every method)
+FIGURE3_DETECTORS: dict[str, tuple[str, ...] | None] = {
+    "mnist": None, "comnist": ("tracin_ideal", "tracin_cp", "grad_cos")}
 
 
 def _claim(text: str, holds: bool, detail: str) -> dict[str, object]:
@@ -115,3 +121,30 @@ def figure3_claims(bars: pd.DataFrame, methods_expected_to_detect: list[str]) ->
         rows.append(_claim(f"expected {method} {verb} the poisoned examples first",
                            detects == expected, _fmt(shares)))
     return pd.DataFrame(rows, columns=["claim", "holds", "detail"])
+
+
+def by_dataset(table: pd.DataFrame, check: Callable[[str, pd.DataFrame], pd.DataFrame]) -> pd.DataFrame:
+    """``check(dataset, rows)`` for each dataset's rows of ``table``, stacked with a dataset column.
+
+    Parameters
+    ----------
+    table : DataFrame
+        Has a ``dataset`` column (e.g. a summary of :func:`infcore.experiments.summarise`).
+    check : callable
+        Returns a claims table (claim, holds, detail) for one dataset.
+    """
+    return pd.concat([check(dataset, rows).assign(dataset=dataset)
+                      for dataset, rows in table.groupby("dataset", sort=False)], ignore_index=True)
+
+
+def figure3_paper_claims(dataset: str, bars: pd.DataFrame) -> pd.DataFrame:
+    """:func:`figure3_claims` with the methods the paper finds to detect the poison on ``dataset``."""
+    detectors = FIGURE3_DETECTORS.get(dataset)
+    methods = list(bars.method.unique()) if detectors is None else list(detectors)
+    return figure3_claims(bars, methods)
+
+
+def report(checks: pd.DataFrame) -> str:
+    """One line per claim (``[dataset] claim: holds`` or ``does NOT hold``) and its numbers."""
+    return "\n".join(f"[{row.dataset}] {row.claim}: {'holds' if row.holds else 'does NOT hold'}"
+                     f"\n    ({row.detail})" for row in checks.itertuples())

@@ -364,6 +364,25 @@ def summarise(pairs: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
     return means.melt(id_vars=list(by), var_name="metric", value_name="value")
 
 
+def table2_summary(curve: pd.DataFrame) -> pd.DataFrame:
+    """Table 2 from an :func:`expected_stability` curve: single-model pairs against full sets.
+
+    Parameters
+    ----------
+    curve : DataFrame
+        Rows of :func:`expected_stability`, with a dataset column.
+
+    Returns
+    -------
+    DataFrame in the long form of :func:`summarise`, with setting ``baseline`` (one model per set)
+    or ``expected`` (the largest set size of the curve)
+    """
+    largest = int(curve.n_models.max())
+    settings = curve[curve.n_models.isin([1, largest])].assign(
+        setting=lambda d: d.n_models.map({1: "baseline", largest: "expected"}))
+    return summarise(settings, ["dataset", "setting", "method"])
+
+
 def validate_sweep(
     *,
     datasets: Sequence[str] = ("mnist",),

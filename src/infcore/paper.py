@@ -73,3 +73,17 @@ def side_by_side(ours: pd.DataFrame, theirs: pd.DataFrame, group_column: str) ->
         theirs.rename(columns={"value": "paper"}), on=keys, how="left")
     merged["difference"] = merged["ours"] - merged["paper"]
     return merged[keys + ["ours", "paper", "difference"]]
+
+
+def comparison(ours: pd.DataFrame, theirs: pd.DataFrame, group_column: str) -> pd.DataFrame:
+    """:func:`side_by_side` laid out for reading: one row per dataset, group and method.
+
+    Returns
+    -------
+    DataFrame indexed by (dataset, group_column, method), with columns (metric, source) for the
+    metrics pearson, spearman, top_overlap and the sources ours, paper, difference
+    """
+    table = side_by_side(ours, theirs, group_column)
+    wide = table.pivot_table(index=["dataset", group_column, "method"], columns="metric",
+                             values=["ours", "paper", "difference"], sort=False)
+    return wide.swaplevel(0, 1, axis=1)[list(METRIC_COLUMNS)]
