@@ -3,7 +3,7 @@
 Skipped without a CUDA device. The oracle is the same computation on the CPU, to 1e-4 (absolute on
 the weights, relative to the largest entry for scores and Hessians). cuDNN's TF32 convolutions,
 on by default in torch, round their inputs to 10-bit mantissas and would alone exceed that
-tolerance, so they are turned off for these tests (and restored afterwards).
+tolerance, so they are turned off for these tests (fixture ``full_precision_convolutions``).
 """
 
 import numpy as np
@@ -18,15 +18,8 @@ from infcore.training import TrainConfig, train, train_many
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+    pytest.mark.usefixtures("full_precision_convolutions"),
 ]
-
-
-@pytest.fixture(autouse=True)
-def full_precision_convolutions():
-    before = torch.backends.cudnn.allow_tf32
-    torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cudnn.allow_tf32 = before
 
 
 @pytest.fixture(scope="module")

@@ -304,6 +304,7 @@ def test_train_many_progress_bar_does_not_change_the_result(small, capsys):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.usefixtures("full_precision_convolutions")
 def test_cuda_training_matches_cpu_and_returns_cpu_weights(small):
     configs = [TrainConfig(epochs=2, init_seed=k, order_seed=k) for k in range(3)]
     exclude = [None, 96, 5]
