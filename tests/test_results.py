@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -80,3 +81,10 @@ def test_runbook_results_option_writes_tables_and_run_record(tmp_path):
     # the committed pages are untouched: the run went to _build/runs/
     assert not (root / "book" / "00_tiny.ipynb").exists()
     assert (root / "_build" / "runs" / "quick_n-3" / "book" / "00_tiny.ipynb").exists()
+
+
+def test_tables_get_the_permissions_of_an_ordinary_file(tmp_path):
+    umask = os.umask(0)
+    os.umask(umask)
+    results.save_tables(tmp_path, {"t": pd.DataFrame({"a": [1]})})
+    assert (tmp_path / "t.csv").stat().st_mode & 0o777 == 0o666 & ~umask

@@ -170,10 +170,15 @@ def _write_json(file: IO[bytes], record: Mapping[str, Any]) -> None:
     file.write(json.dumps(record, sort_keys=True, indent=2).encode() + b"\n")
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     """Write ``path`` through a temporary file in its directory and a rename."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # as open() would create it, not mkstemp's 0600
         with os.fdopen(fd, "wb") as file:
             write(file)
             file.flush()
