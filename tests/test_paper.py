@@ -40,3 +40,12 @@ def test_comparison_lays_out_side_by_side():
     row = wide.loc[("mnist", "ordering", "grad_cos")]
     assert row[("pearson", "ours")] == 0.5 and row[("pearson", "paper")] == 0.976
     assert abs(row[("top_overlap", "difference")] - (30.0 - 71.24)) < 1e-9
+
+
+def test_method_means_average_over_perturbations():
+    ours = paper.pd.DataFrame([
+        {"perturbation": p, "method": "grad_cos", "dataset": "mnist", "metric": "pearson", "value": v}
+        for p, v in [("initialization", 0.2), ("ordering", 0.4), ("batch_size", 0.9)]])
+    means = paper.method_means(ours, paper.table1(), "perturbation").set_index("method")
+    assert abs(means.loc["grad_cos", "ours"] - 0.5) < 1e-12
+    assert abs(means.loc["grad_cos", "paper"] - (0.955 + 0.976 + 0.972) / 3) < 1e-12

@@ -87,3 +87,17 @@ def comparison(ours: pd.DataFrame, theirs: pd.DataFrame, group_column: str) -> p
     wide = table.pivot_table(index=["dataset", group_column, "method"], columns="metric",
                              values=["ours", "paper", "difference"], sort=False)
     return wide.swaplevel(0, 1, axis=1)[list(METRIC_COLUMNS)]
+
+
+def method_means(ours: pd.DataFrame, theirs: pd.DataFrame, group_column: str,
+                 metric: str = "pearson") -> pd.DataFrame:
+    """Each method's ``metric`` averaged over the groups (perturbations or settings), ours and the paper's.
+
+    Returns
+    -------
+    DataFrame with columns dataset, method, ours, paper (the paper's mean is over the groups
+    that it reports)
+    """
+    table = side_by_side(ours, theirs, group_column)
+    rows = table[table.metric == metric]
+    return rows.groupby(["dataset", "method"], sort=False)[["ours", "paper"]].mean().reset_index()
