@@ -54,7 +54,7 @@ import pandas as pd
 from IPython.display import display
 from myst_nb import glue
 
-from infcore import claims, experiments, paper, parallel, plots, results
+from infcore import claims, experiments, paper, parallel, plots, results, stability
 from infcore.data import DatasetUnavailable
 from infcore.training import TrainConfig
 
@@ -181,7 +181,10 @@ glue("n_claims", len(checks), display=False)
 # {glue:text}`damping_pearson:.3f` and the top-10% overlap {glue:text}`damping_top_overlap:.1f`%.
 
 # %%
-sensitivity = experiments.damping_sensitivity(runs[pairs.dataset.iloc[0]], base)
+if "influence_function" in methods:
+    sensitivity = experiments.damping_sensitivity(runs[pairs.dataset.iloc[0]], base)
+else:  # not scored in this run: the numbers above read nan
+    sensitivity = dict.fromkeys(["damping_low", "damping_high", *stability.METRICS], float("nan"))
 glue("damping_low", sensitivity["damping_low"], display=False)
 glue("damping_high", sensitivity["damping_high"], display=False)
 glue("damping_pearson", sensitivity["pearson"], display=False)
@@ -204,7 +207,11 @@ print({k: round(v, 4) for k, v in sensitivity.items()})
 # {glue:text}`loo_share_below:.1%` of the scores are smaller than that percentile.
 
 # %%
-resolution = experiments.loo_resolution(runs[pairs.dataset.iloc[0]], base)
+if "leave_one_out" in methods:
+    resolution = experiments.loo_resolution(runs[pairs.dataset.iloc[0]], base)
+else:  # not scored in this run: the numbers above read nan
+    resolution = dict.fromkeys(["median_abs_loo", "noise_p95", "noise_max", "share_below_noise"],
+                               float("nan"))
 for name, key in [("loo_median", "median_abs_loo"), ("loo_noise_p95", "noise_p95"),
                   ("loo_noise_max", "noise_max"), ("loo_share_below", "share_below_noise")]:
     glue(name, resolution[key], display=False)

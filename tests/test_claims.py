@@ -1,6 +1,7 @@
 """The claim checks decide correctly on hand-made summaries, both ways."""
 
 import pandas as pd
+import pytest
 
 from infcore import claims
 
@@ -67,3 +68,9 @@ def test_figure3_paper_claims_use_the_papers_detectors_per_dataset():
     # on MNIST the paper finds every method detects the poison; on CoMNIST, Grad-Dot does not
     assert claims.figure3_paper_claims("mnist", bars).holds.tolist() == [True, True]
     assert claims.figure3_paper_claims("comnist", bars).holds.tolist() == [False, True]
+
+
+def test_figure3_paper_claims_refuse_an_unknown_dataset():
+    bars = pd.DataFrame({"method": ["grad_dot"], "group": ["poisoned"], "share": [1.0]})
+    with pytest.raises(ValueError, match="dataset must be one of"):
+        claims.figure3_paper_claims("cifar", bars)

@@ -129,10 +129,16 @@ def test_loo_resolution_summarises_its_pieces(experiment):
                                     "share_below_noise": np.mean(loo < p95)})
 
 
-def test_leave_one_out_scores_are_keyed_by_their_revision(experiment):
-    key = experiment._scores_key(BASE, "leave_one_out", {})
-    assert key["revision"] == 2
-    assert "revision" not in experiment._scores_key(BASE, "grad_dot", {})
+def test_scores_of_an_older_revision_are_not_reused(experiment):
+    # a leave-one-out matrix stored before revision 2 (float32 losses) has a key without revision
+    stale = {**experiment._model_key(BASE), "method": "leave_one_out", "options": {}}
+    experiment.cache.save("scores", stale, np.full((4, 20), 123.0))
+    fresh = experiment.scores("leave_one_out", [BASE])[0]
+    assert not np.any(fresh == 123.0)
+    # methods without a revision keep their keys: scores stored that way are still found
+    plain = {**experiment._model_key(BASE), "method": "grad_dot", "options": {}}
+    experiment.cache.save("scores", plain, np.full((4, 20), 7.0))
+    assert np.all(experiment.scores("grad_dot", [BASE])[0] == 7.0)
 
 
 def test_table2_summary_takes_single_pairs_and_the_largest_sets():
@@ -144,3 +150,10 @@ def test_table2_summary_takes_single_pairs_and_the_largest_sets():
     assert table["baseline", "pearson"] == pytest.approx(0.3)
     assert table["expected", "pearson"] == pytest.approx(0.9)
     assert len(table) == 2 * len(stability.METRICS)
+
+
+def test_table2_summary_needs_a_set_larger_than_one():
+    curve = pd.DataFrame({"dataset": "mnist", "method": "grad_dot", "n_models": [1, 1], "pair": [0, 1],
+                          "pearson": 0.5, "spearman": 0.5, "top_overlap": 50.0})
+    with pytest.raises(ValueError, match="set size >= 2"):
+        experiments.table2_summary(curve)

@@ -63,12 +63,7 @@ if results_dir is not None:
 
 
 def test_runbook_results_option_writes_tables_and_run_record(tmp_path):
-    root = tmp_path / "repo"
-    (root / "notebooks").mkdir(parents=True)
-    (root / "book").mkdir()
-    (root / "notebooks" / "00_tiny.py").write_text(TINY)
-    for item in runbook.BOOK_FRAME:
-        shutil.copy2(ROOT / item, root / item)
+    root = _tiny_repo(tmp_path)
     out = tmp_path / "results"
     runbook.main(["--root", str(root), "--results", str(out), "--no-html", "--quiet",
                   "-p", "n", "3"])
@@ -77,6 +72,7 @@ def test_runbook_results_option_writes_tables_and_run_record(tmp_path):
     record = json.loads((out / results.RUN_FILE).read_text())
     entry = record["notebooks"]["00_tiny"]
     assert entry["parameters"] == {"n": 3, "results_dir": str(out.resolve())}
+    assert entry["defaults"] == {"n": "2", "results_dir": "None"}  # as written in the source
     assert entry["seconds"] > 0 and record["machine"]["cpu_count"] >= 1
     # the committed pages are untouched: the run went to _build/runs/
     assert not (root / "book" / "00_tiny.ipynb").exists()
@@ -88,3 +84,44 @@ def test_tables_get_the_permissions_of_an_ordinary_file(tmp_path):
     os.umask(umask)
     results.save_tables(tmp_path, {"t": pd.DataFrame({"a": [1]})})
     assert (tmp_path / "t.csv").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def _tiny_repo(tmp_path):
+    root = tmp_path / "repo"
+    (root / "notebooks").mkdir(parents=True)
+    (root / "book").mkdir()
+    (root / "notebooks" / "00_tiny.py").write_text(TINY)
+    for item in runbook.BOOK_FRAME:
+        shutil.copy2(ROOT / item, root / item)
+    return root
+
+
+def test_results_of_a_default_run_leave_the_committed_pages_alone(tmp_path):
+    root = _tiny_repo(tmp_path)
+    runbook.main(["--root", str(root), "--results", str(root / "results" / "quick"), "--quiet",
+                  "--no-html"])
+    assert not (root / "book" / "00_tiny.ipynb").exists()
+    assert (root / "_build" / "runs" / "quick" / "book" / "00_tiny.ipynb").exists()
+    # inside the repository, the folder is passed and recorded relative to it
+    record = results.load_run(root / "results" / "quick")
+    assert record["notebooks"]["00_tiny"]["parameters"]["results_dir"] == "results/quick"
+
+
+def test_results_folder_given_twice_is_refused(tmp_path):
+    root = _tiny_repo(tmp_path)
+    with pytest.raises(SystemExit, match="either as --results DIR or as -p results_dir"):
+        runbook.main(["--root", str(root), "--results", str(tmp_path / "a"),
+                      "-p", "results_dir", str(tmp_path / "b")])
+
+
+def test_find_looks_in_parent_folders(tmp_path, monkeypatch):
+    (tmp_path / "results" / "paper").mkdir(parents=True)
+    (tmp_path / "book").mkdir()
+    monkeypatch.chdir(tmp_path / "book")
+    assert results.find("results/paper") == tmp_path / "results" / "paper"
+    assert results.find("results/none") == Path("results/none")
+
+
+def test_missing_run_record_names_the_command(tmp_path):
+    with pytest.raises(FileNotFoundError, match="--results"):
+        results.load_run(tmp_path)

@@ -139,7 +139,9 @@ def by_dataset(table: pd.DataFrame, check: Callable[[str, pd.DataFrame], pd.Data
 
 def figure3_paper_claims(dataset: str, bars: pd.DataFrame) -> pd.DataFrame:
     """:func:`figure3_claims` with the methods the paper finds to detect the poison on ``dataset``."""
-    detectors = FIGURE3_DETECTORS.get(dataset)
+    if dataset not in FIGURE3_DETECTORS:
+        raise ValueError(f"dataset must be one of {sorted(FIGURE3_DETECTORS)}; got {dataset!r}")
+    detectors = FIGURE3_DETECTORS[dataset]
     methods = list(bars.method.unique()) if detectors is None else list(detectors)
     return figure3_claims(bars, methods)
 

@@ -378,6 +378,9 @@ def table2_summary(curve: pd.DataFrame) -> pd.DataFrame:
     or ``expected`` (the largest set size of the curve)
     """
     largest = int(curve.n_models.max())
+    if largest < 2:
+        raise ValueError("the curve needs a set size >= 2 to compare expected scores with single "
+                         f"models; its sizes are {sorted(curve.n_models.unique())}")
     settings = curve[curve.n_models.isin([1, largest])].assign(
         setting=lambda d: d.n_models.map({1: "baseline", largest: "expected"}))
     return summarise(settings, ["dataset", "setting", "method"])
@@ -447,8 +450,9 @@ def damping_sensitivity(
 def loo_resolution(experiment: Experiment, config: TrainConfig, copies: int = 16) -> dict[str, float]:
     """How many of one model's leave-one-out scores stand above float32 rounding.
 
-    Compares the model's cached leave-one-out matrix with the loss differences of
-    :func:`~infcore.methods.loo.rounding_noise` (the same retrainings done in two batchings). Cached.
+    Compares the model's leave-one-out matrix (computed if it is not in the cache yet) with the
+    loss differences of :func:`~infcore.methods.loo.rounding_noise` (the same retrainings done in
+    two batchings). The result is cached.
 
     Returns
     -------

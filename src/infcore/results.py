@@ -9,6 +9,7 @@ declares a ``results_dir`` parameter write its tables into that folder, and the 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ def save_tables(directory: str | Path, tables: Mapping[str, pd.DataFrame]) -> No
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     for name, table in tables.items():
-        if not name.replace("_", "").replace("-", "").isalnum():
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
             raise ValueError(f"table names must be plain file stems; got {name!r}")
         text = table.to_csv(index=False).encode()
         atomic_write(directory / f"{name}.csv", lambda file: file.write(text))
@@ -57,10 +58,36 @@ def load_tables(directory: str | Path, names: Iterable[str]) -> dict[str, pd.Dat
     return {n: pd.read_csv(directory / f"{n}.csv") for n in names}
 
 
+def find(path: str | Path) -> Path:
+    """A results folder, looked up from the current directory and then from each of its parents.
+
+    The book's pages run from the repository root (``infcore.runbook``) or from ``book/``
+    (``pytest --nbval``); either way ``find("results/paper")`` is the repository's folder. An
+    absolute path, or one found nowhere, is returned as given (the loaders then say what is
+    missing).
+    """
+    path = Path(path)
+    if path.is_absolute():
+        return path
+    for base in [Path.cwd(), *Path.cwd().parents]:
+        if (base / path).is_dir():
+            return base / path
+    return path
+
+
 def load_run(directory: str | Path) -> dict[str, Any]:
-    """The run record (``run.json``) of a results folder; an empty record when there is none."""
+    """The run record (``run.json``) of a results folder.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the folder has no run record.
+    """
     path = Path(directory) / RUN_FILE
-    return json.loads(path.read_text()) if path.exists() else {"notebooks": {}}
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: it is written by "
+                                f"`python -m infcore.runbook --profile <profile> --results {directory}`")
+    return json.loads(path.read_text())
 
 
 def record_notebook(directory: str | Path, notebook: str, entry: Mapping[str, Any],
@@ -79,7 +106,7 @@ def record_notebook(directory: str | Path, notebook: str, entry: Mapping[str, An
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    record = load_run(directory)
+    record = load_run(directory) if (directory / RUN_FILE).exists() else {}
     record.update(run)
     record.setdefault("notebooks", {})[notebook] = dict(entry)
     text = (json.dumps(record, indent=2, sort_keys=True, default=str) + "\n").encode()

@@ -133,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-html", action="store_true", help="execute the notebooks only")
     parser.add_argument("--results", type=Path, metavar="DIR",
                         help="notebooks that declare results_dir write their tables (CSV) into "
-                             "DIR, and DIR/run.json records parameters and seconds per notebook")
+                             "DIR, those that declare results_path read them from there, and "
+                             "DIR/run.json records each notebook's parameters (set and default) "
+                             "and seconds")
     parser.add_argument("--quiet", action="store_true",
                         help="do not copy the notebooks' progress bars to the terminal")
     parser.add_argument("--only", nargs="+", metavar="NOTEBOOK",
@@ -147,11 +149,16 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("give the results folder either as --results DIR or as -p results_dir, "
                          "not both")
     jobs = plan(root, args.profile, overrides, args.only)
+    declared = {src: declared_parameters(src) for src in jobs}
     if args.results is not None:
         results_dir = args.results.resolve()
+        # the kernels run in `root`: a folder inside it is passed (and recorded) relative to it
+        shown = results_dir.relative_to(root) if results_dir.is_relative_to(root) else results_dir
         for src, params in jobs.items():
-            if "results_dir" in declared_parameters(src):
-                params["results_dir"] = str(results_dir)
+            if "results_dir" in declared[src]:  # pages that write their tables
+                params["results_dir"] = str(shown)
+            if "results_path" in declared[src]:  # pages that read a run's tables
+                params["results_path"] = str(shown)
     name = run_name(args.profile, overrides)
     if name is None and args.results is not None:
         name = args.profile  # injecting results_dir changes the pages: keep the committed book
@@ -177,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.results is not None:
             results.record_notebook(
                 results_dir, src.stem,
-                {"parameters": params, "seconds": round(seconds, 1),
+                {"parameters": params, "defaults": declared[src], "seconds": round(seconds, 1),
                  "started": started.isoformat(timespec="seconds")},
                 {"profile": args.profile, "machine": machine()})
     if not (args.no_html or args.only):

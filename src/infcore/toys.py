@@ -601,12 +601,12 @@ def loo_credit_decomposition(
     if np.any((examples < 0) | (examples >= len(train))):
         raise ValueError(f"examples must hold training indices in [0, {len(train) - 1}]")
     full_credit = tracin_ideal(trained, train, test)
-    full_loss = test_loss(trained, test).double().numpy()
+    full_loss = test_loss(trained, test).numpy()
     shape = (len(test), len(examples))
     loo, others = np.empty(shape), np.empty(shape)
     for column, i in enumerate(examples):
         without = train_model(trained.config, train, model=trained.model, exclude=int(i))
-        loo[:, column] = test_loss(without, test).double().numpy() - full_loss
+        loo[:, column] = test_loss(without, test).numpy() - full_loss
         credit = tracin_ideal(without, train, test)
         kept = np.arange(len(train)) != i
         others[:, column] = (full_credit[:, kept] - credit[:, kept]).sum(axis=1)

@@ -82,8 +82,9 @@ def rounding_noise(
     """Differences between two leave-one-out retrainings that only float32 rounding tells apart.
 
     The models that leave out training examples ``0 .. copies-1`` are retrained twice with
-    ``trained.config``: together in one chunk of :func:`infcore.training.train_many` (as
-    :func:`leave_one_out` retrains them), and one at a time. In exact arithmetic the two are equal;
+    ``trained.config``: together, in one chunk of ``copies`` models of
+    :func:`infcore.training.train_many` (the way :func:`leave_one_out` batches its retrainings), and
+    one at a time. In exact arithmetic the two are equal;
     in float32 a batch of models of another size sums in another order. Their test-loss
     differences are the resolution of a leave-one-out score: a score of that size cannot be told
     apart from rounding.
