@@ -109,7 +109,7 @@ print(f"{len(pairs)} pairs of runs compared on {sorted(pairs.dataset.unique())}"
 # the third decimal.
 
 # %%
-ours = experiments.summarise(pairs, ["dataset", "perturbation", "method"])
+ours = experiments.table1_summary(pairs)
 display(paper.comparison(ours, paper.table1(), "perturbation").round(3))
 
 # %% [markdown]

@@ -157,3 +157,10 @@ def test_table2_summary_needs_a_set_larger_than_one():
                           "pearson": 0.5, "spearman": 0.5, "top_overlap": 50.0})
     with pytest.raises(ValueError, match="set size >= 2"):
         experiments.table2_summary(curve)
+
+
+def test_table1_summary_means_over_pairs():
+    pairs = pd.DataFrame({"dataset": "mnist", "perturbation": "ordering", "method": "grad_dot",
+                          "pearson": [0.2, 0.6], "spearman": [0.1, 0.3], "top_overlap": [10.0, 30.0]})
+    table = experiments.table1_summary(pairs).set_index("metric")["value"]
+    assert table.to_dict() == pytest.approx({"pearson": 0.4, "spearman": 0.2, "top_overlap": 20.0})

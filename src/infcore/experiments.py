@@ -364,6 +364,16 @@ def summarise(pairs: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
     return means.melt(id_vars=list(by), var_name="metric", value_name="value")
 
 
+def table1_summary(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Table 1 from :func:`instability` rows (with a dataset column): means over pairs of runs.
+
+    Returns
+    -------
+    DataFrame in the long form of :func:`summarise`, grouped by dataset, perturbation and method
+    """
+    return summarise(pairs, ["dataset", "perturbation", "method"])
+
+
 def table2_summary(curve: pd.DataFrame) -> pd.DataFrame:
     """Table 2 from an :func:`expected_stability` curve: single-model pairs against full sets.
 
