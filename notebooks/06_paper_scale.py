@@ -54,7 +54,8 @@ display(timing.round(1))
 # %% [markdown]
 # The run took the times above on a machine with {glue:text}`machine`. Everything it computes is
 # cached, so an interrupted run resumes where it stopped; a page that resumed from a cache filled
-# by an earlier, interrupted run shows only the time of its last part.
+# by an earlier, interrupted run shows only the time of its last part (the notes in `run.json` say
+# how page 4, the longest, was computed: partly by helper processes writing into the same cache).
 #
 # ## Table 1: instability
 #
