@@ -253,7 +253,7 @@ cnn_predicted = heuristics.predicted_classes(cnn, cnn_test)
 cnn_scores = {name: compute_scores(name, cnn, cnn_train, cnn_test)
               for name in ["grad_dot", "grad_cos", "tracin_cp", "representer"]}
 
-# %%
+# %% tolerance="correlation"
 table = heuristics.heuristic_table(
     cnn_scores, copy_of=copy_of, correct=cnn_predicted == cnn_test.y.numpy(),
     train_labels=cnn_train.y.numpy(), predicted=cnn_predicted, k=top_k,
@@ -267,7 +267,7 @@ print(table.round(3).to_string())
 check("Grad-Cos passes the identical-instance test more often than Grad-Dot",
       table.loc["grad_cos", "identical instance"] > table.loc["grad_dot", "identical instance"])
 
-# %%
+# %% tolerance="magnitude"
 train_loss = test_loss(cnn, cnn_train).numpy()  # loss of every training image
 dot_picks = heuristics.top_k_training_examples(cnn_scores["grad_dot"][:cnn_n_copies], 1)[:, 0]
 glue("cnn_dot_unique", len(np.unique(dot_picks)), display=False)
@@ -313,7 +313,7 @@ plt.close(fig)
 # differences {glue:text}`dot_reldiff:.2f` and {glue:text}`cp_reldiff:.2f`, against
 # {glue:text}`ideal_reldiff_a:.2f` and {glue:text}`ideal_reldiff_b:.2f` for TracInIdeal).
 
-# %%
+# %% tolerance="magnitude"
 toy_train = toys.toy_split(near.x_train, near.y_train)
 toy_test = toys.toy_split(near.x_test, near.y_test)
 configs = [TrainConfig(epochs=sgd_epochs, lr=sgd_lr, batch_size=1, init_seed=seed, order_seed=o)
@@ -368,7 +368,7 @@ check("TracInIdeal separates the twins more than Grad-Dot and TracInCP, in both 
 # both twins, with a largest error of {glue:text}`split_error:.1e`). Summed over the training set,
 # the LOO values add up to {glue:text}`loo_total:.3f`, nowhere near the total fall of the loss.
 
-# %%
+# %% tolerance={"default": "magnitude", "split_error": "noise"}
 split = toys.loo_credit_decomposition(runs[0], toy_train, toy_test, pair)
 loo_all = leave_one_out(runs[0], toy_train, toy_test)
 loo_twin, own_twin = split.loo[target, 0], split.own_credit[target, 0]
@@ -403,7 +403,7 @@ check("the LOO values do not add up to the total fall of the test loss (off by m
 # rates as weights equals TracInCP: the largest difference is {glue:text}`cp_error:.1e`, for scores
 # up to {glue:text}`cp_scale:.3f`.
 
-# %%
+# %% tolerance={"default": "magnitude", "cp_error": "noise"}
 expected_dot = toys.lr_weighted_grad_dot(runs[0], toy_train, toy_test)
 cp_error = np.abs(expected_dot - cp_scores).max()
 glue("n_checkpoints", len(runs[0].checkpoints), display=False)

@@ -141,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", metavar="NOTEBOOK",
                         help="execute only these notebooks (file stems, e.g. 02_instability); "
                              "implies --no-html")
+    parser.add_argument("--out", type=Path, metavar="DIR",
+                        help="write the executed notebooks into DIR instead of the book (no HTML); "
+                             "with the default profile this re-executes the book without touching "
+                             "book/, e.g. to compare it with the committed pages")
     args = parser.parse_args(argv)
 
     root = args.root.resolve()
@@ -162,12 +166,13 @@ def main(argv: list[str] | None = None) -> int:
     name = run_name(args.profile, overrides)
     if name is None and args.results is not None:
         name = args.profile  # injecting results_dir changes the pages: keep the committed book
-    if args.only and name is None:
+    if args.only and name is None and args.out is None:
         raise SystemExit("--only with the default profile and no overrides would leave the "
                          "committed book half re-executed: run `make book`, or pass a profile or "
                          "an override so that the run goes to _build/runs/")
     book_root = root if name is None else root / "_build" / "runs" / name
-    if name is not None:
+    pages = book_root / "book" if args.out is None else args.out.resolve()
+    if name is not None and args.out is None:
         (book_root / "book").mkdir(parents=True, exist_ok=True)
         for item in BOOK_FRAME:
             shutil.copy2(root / item, book_root / item)
@@ -175,10 +180,9 @@ def main(argv: list[str] | None = None) -> int:
             if page.suffix in {".md", ".bib"}:
                 shutil.copy2(page, book_root / "book" / page.name)
     for i, (src, params) in enumerate(jobs.items(), 1):
-        print(f"[{i}/{len(jobs)}] {src.name} -> {book_root / 'book' / (src.stem + '.ipynb')} {params}",
-              flush=True)
+        print(f"[{i}/{len(jobs)}] {src.name} -> {pages / (src.stem + '.ipynb')} {params}", flush=True)
         start, started = time.perf_counter(), datetime.now(timezone.utc)
-        execute(src, book_root / "book" / f"{src.stem}.ipynb", params, not args.quiet)
+        execute(src, pages / f"{src.stem}.ipynb", params, not args.quiet)
         seconds = time.perf_counter() - start
         print(f"[{i}/{len(jobs)}] {src.name} done in {seconds:.0f} s", flush=True)
         if args.results is not None:
@@ -187,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                 {"parameters": params, "defaults": declared[src], "seconds": round(seconds, 1),
                  "started": started.isoformat(timespec="seconds")},
                 {"profile": args.profile, "machine": machine()})
-    if not (args.no_html or args.only):
+    if not (args.no_html or args.only or args.out):
         build_html(book_root)
         print(f"HTML book: {book_root / '_build' / 'html' / 'index.html'}")
     return 0
