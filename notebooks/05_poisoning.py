@@ -120,7 +120,7 @@ for dataset in datasets:
     except DatasetUnavailable as error:
         skipped[dataset] = str(error)
 
-# %% tolerance="correlation"
+# %% tolerance="divergent"
 for dataset, reason in skipped.items():
     print(f"NOTE: {dataset} is left out of this run: {reason}")
 attack = pd.concat([s.attack.assign(dataset=d) for d, s in studies.items()], ignore_index=True)
@@ -131,7 +131,7 @@ display(attack.groupby(["dataset", "batch_size"]).agg(["min", "mean", "max"]).ro
 # examples predicted as the target, is {glue:text}`min_attack:.2f`, while the lowest accuracy on
 # the clean test set is {glue:text}`min_clean:.2f`.
 
-# %% tolerance="correlation"
+# %% tolerance="divergent"
 glue("min_attack", float(attack.attack_success.min()), display=False)
 glue("min_clean", float(attack.clean_accuracy.min()), display=False)
 
@@ -164,7 +164,7 @@ plt.close(fig)
 # precision among the top $k$, with $k$ the number of poisoned examples. The `single` columns give
 # the mean, lowest and highest value over the single models; `expected` uses the expected scores.
 
-# %% tolerance="correlation"
+# %% tolerance="divergent"
 detection = pd.concat([s.detection.assign(dataset=d) for d, s in studies.items()], ignore_index=True)
 display(detection.set_index(["dataset", "method", "metric"]).round(3))
 
@@ -174,7 +174,7 @@ display(detection.set_index(["dataset", "method", "metric"]).round(3))
 # On MNIST the paper finds that every expected method puts the poisoned examples first; on CoMNIST
 # only the two TracIn variants and Grad-Cos do.
 
-# %% tolerance="correlation"
+# %% tolerance="divergent"
 bars = pd.concat([s.bars.assign(dataset=d) for d, s in studies.items()], ignore_index=True)
 checks = claims.by_dataset(bars, claims.figure3_paper_claims)
 print(claims.report(checks))

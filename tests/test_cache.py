@@ -1,8 +1,10 @@
-"""Tests of infcore.cache: keys, round trips, parameter checks and atomic writes."""
+"""Tests of infcore.cache: keys, round trips, parameter checks, atomic writes and verification."""
 
 import dataclasses
 import hashlib
 import json
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,8 @@ import infcore
 import infcore.cache as cache_module
 from infcore.cache import (
     Cache,
+    CacheCorruptionError,
+    CacheCorruptionWarning,
     CacheMismatchError,
     CacheMissError,
     canonical_params,
@@ -184,9 +188,6 @@ def test_stored_params_that_differ_are_refused(tmp_path):
     record_path.write_text(json.dumps(stored))
     with pytest.raises(CacheMismatchError, match="other params"):
         cache.load("scores", PARAMS)
-    record_path.write_text("{not json")
-    with pytest.raises(CacheMismatchError, match="not valid JSON"):
-        cache.get_or_compute("scores", PARAMS, Counter(np.ones(2)))
 
 
 # --- interrupted writes -------------------------------------------------------------------------
@@ -238,12 +239,205 @@ def test_leftovers_of_a_killed_run_are_ignored(tmp_path):
     np.testing.assert_array_equal(cache.load("scores", PARAMS), np.ones(2))
 
 
-def test_missing_value_file_is_a_miss(tmp_path):
+def test_missing_value_file_is_a_reported_miss(tmp_path):
     cache = Cache(tmp_path)
     cache.save("scores", PARAMS, np.zeros(2))
-    (tmp_path / "scores" / f"{cache.key('scores', PARAMS)}.npz").unlink()
+    value_path = tmp_path / "scores" / f"{cache.key('scores', PARAMS)}.npz"
+    value_path.unlink()
+    with pytest.warns(CacheCorruptionWarning, match=re.escape(f"{value_path} is missing")):
+        with pytest.raises(CacheMissError):
+            cache.load("scores", PARAMS)
+    assert files(tmp_path) == []
+
+
+# --- verification of stored entries -------------------------------------------------------------
+
+ARRAY = np.arange(6.0).reshape(2, 3) + 0.25
+MODEL = {"w": torch.arange(6.0, dtype=torch.float64) + 0.25, "lrs": (0.1, 0.05)}
+
+
+def stored_entry(tmp_path, suffix, **options):
+    """A cache holding ARRAY (``.npz``) or MODEL (``.pt``), its kind, and its two file paths."""
+    cache = Cache(tmp_path, **options)
+    kind, value = ("scores", ARRAY) if suffix == ".npz" else ("model", MODEL)
+    Cache(tmp_path).save(kind, PARAMS, value)
+    key = cache.key(kind, PARAMS)
+    return cache, kind, tmp_path / kind / f"{key}{suffix}", tmp_path / kind / f"{key}.json"
+
+
+def fresh(suffix):
+    """A compute function that returns a fresh copy of the stored value."""
+    if suffix == ".npz":
+        return Counter(ARRAY.copy())
+    return Counter({"w": MODEL["w"].clone(), "lrs": MODEL["lrs"]})
+
+
+def assert_same_value(loaded, suffix):
+    if suffix == ".npz":
+        np.testing.assert_array_equal(loaded, ARRAY)
+    else:
+        torch.testing.assert_close(loaded["w"], MODEL["w"], rtol=0, atol=0)
+        assert loaded["lrs"] == MODEL["lrs"]
+
+
+def flip_a_value_byte(path, data):
+    """Change one byte inside the stored numbers (so that the file still parses)."""
+    content = bytearray(path.read_bytes())
+    start = bytes(content).index(data)
+    content[start + 3] ^= 0x01
+    path.write_bytes(bytes(content))
+
+
+def value_bytes(suffix):
+    return ARRAY.tobytes() if suffix == ".npz" else MODEL["w"].numpy().tobytes()
+
+
+SUFFIXES = [".npz", ".pt"]
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_record_holds_size_and_sha256_of_the_value_file(tmp_path, suffix):
+    _, _, value_path, record_path = stored_entry(tmp_path, suffix)
+    stored = json.loads(record_path.read_text())
+    content = value_path.read_bytes()
+    assert stored["size"] == len(content)
+    assert stored["sha256"] == hashlib.sha256(content).hexdigest()
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_verified_round_trip_hits_without_recomputing_or_warning(tmp_path, suffix):
+    cache, kind, _, _ = stored_entry(tmp_path, suffix)
+    compute = fresh(suffix)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CacheCorruptionWarning)
+        assert cache.has(kind, PARAMS)
+        assert_same_value(cache.get_or_compute(kind, PARAMS, compute), suffix)
+    assert compute.calls == 0
+
+
+def damage_flip(path, suffix):
+    flip_a_value_byte(path, value_bytes(suffix))
+
+
+def damage_truncate(path, suffix):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def damage_garbage(path, suffix):
+    path.write_bytes(b"\x80\x02garbage, not a cache value" * 8)
+
+
+DAMAGES = {
+    "one byte flipped": (damage_flip, "does not match the SHA-256"),
+    "truncated": (damage_truncate, "bytes where its record says"),
+    "garbage": (damage_garbage, "bytes where its record says"),
+}
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_damaged_value_is_reported_moved_aside_and_recomputed(tmp_path, suffix, damage):
+    cache, kind, value_path, record_path = stored_entry(tmp_path, suffix)
+    damage_file, problem = DAMAGES[damage]
+    damage_file(value_path, suffix)
+    compute = fresh(suffix)
+    with pytest.warns(CacheCorruptionWarning) as caught:
+        value = cache.get_or_compute(kind, PARAMS, compute)
+    [warning] = caught
+    message = str(warning.message)
+    assert str(value_path) in message and problem in message and "\n" not in message
+    assert "weights_only" not in message
+    assert compute.calls == 1
+    assert_same_value(value, suffix)
+    assert value_path.with_name(value_path.name + ".corrupt").exists()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CacheCorruptionWarning)
+        assert_same_value(cache.get_or_compute(kind, PARAMS, compute), suffix)
+    assert compute.calls == 1
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_damage_found_by_has_makes_the_caller_recompute(tmp_path, suffix):
+    cache, kind, value_path, _ = stored_entry(tmp_path, suffix)
+    damage_flip(value_path, suffix)
+    with pytest.warns(CacheCorruptionWarning, match=re.escape(str(value_path))):
+        assert not cache.has(kind, PARAMS)
     with pytest.raises(CacheMissError):
-        cache.load("scores", PARAMS)
+        cache.load(kind, PARAMS)
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_unreadable_file_with_a_matching_checksum_hides_torch_advice(tmp_path, suffix):
+    cache, kind, value_path, record_path = stored_entry(tmp_path, suffix)
+    garbage = b"\x80\x02garbage, not a cache value"
+    value_path.write_bytes(garbage)
+    stored = json.loads(record_path.read_text())
+    stored.update(size=len(garbage), sha256=hashlib.sha256(garbage).hexdigest())
+    record_path.write_text(json.dumps(stored))
+    with pytest.warns(CacheCorruptionWarning, match=re.escape(f"{value_path} cannot be read")):
+        with pytest.raises(CacheMissError) as raised:
+            cache.load(kind, PARAMS)
+    assert raised.value.__context__ is None and "weights_only" not in str(raised.value)
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_record_without_checksum_is_recomputed(tmp_path, suffix):
+    cache, kind, value_path, record_path = stored_entry(tmp_path, suffix)
+    stored = json.loads(record_path.read_text())
+    del stored["sha256"], stored["size"]  # as written by infcore before the checksums
+    record_path.write_text(json.dumps(stored))
+    damage_flip(value_path, suffix)  # such an entry cannot be trusted, damaged or not
+    compute = fresh(suffix)
+    assert not cache.has(kind, PARAMS)
+    assert_same_value(cache.get_or_compute(kind, PARAMS, compute), suffix)
+    assert compute.calls == 1
+    assert "sha256" in json.loads(record_path.read_text())
+
+
+def test_unreadable_record_is_moved_aside_and_recomputed(tmp_path):
+    cache, kind, _, record_path = stored_entry(tmp_path, ".npz")
+    record_path.write_text("{not json")
+    compute = fresh(".npz")
+    with pytest.warns(CacheCorruptionWarning, match=re.escape(f"{record_path} is not a readable")):
+        assert_same_value(cache.get_or_compute(kind, PARAMS, compute), ".npz")
+    assert compute.calls == 1
+    assert record_path.with_name(record_path.name + ".corrupt").read_text() == "{not json"
+    assert cache.has(kind, PARAMS)
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_strict_cache_refuses_a_damaged_entry(tmp_path, suffix, damage):
+    cache, kind, value_path, _ = stored_entry(tmp_path, suffix, strict=True)
+    DAMAGES[damage][0](value_path, suffix)
+    before = {name: (tmp_path / name).read_bytes() for name in files(tmp_path)}
+    compute = fresh(suffix)
+    for look_up in (lambda: cache.has(kind, PARAMS), lambda: cache.load(kind, PARAMS),
+                    lambda: cache.get_or_compute(kind, PARAMS, compute)):
+        with pytest.raises(CacheCorruptionError, match=re.escape(str(value_path))) as raised:
+            look_up()
+        assert "weights_only" not in str(raised.value)
+    assert compute.calls == 0
+    assert {name: (tmp_path / name).read_bytes() for name in files(tmp_path)} == before
+
+
+def test_strict_cache_refuses_an_unreadable_record(tmp_path):
+    cache, kind, _, record_path = stored_entry(tmp_path, ".npz", strict=True)
+    record_path.write_text("{not json")
+    with pytest.raises(CacheCorruptionError, match=re.escape(str(record_path))):
+        cache.load(kind, PARAMS)
+
+
+def test_strict_default_cache_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("INFCORE_CACHE", str(tmp_path))
+    monkeypatch.delenv("INFCORE_CACHE_STRICT", raising=False)
+    assert not Cache.default().strict
+    monkeypatch.setenv("INFCORE_CACHE_STRICT", "1")
+    assert Cache.default().strict
+    assert repr(Cache.default()) == f"Cache({str(tmp_path)!r}, strict=True)"
+    monkeypatch.setenv("INFCORE_CACHE_STRICT", "yes")
+    with pytest.raises(ValueError, match="INFCORE_CACHE_STRICT must be 0 or 1"):
+        Cache.default()
 
 
 # --- disabled cache and default root ------------------------------------------------------------

@@ -75,6 +75,19 @@ def test_html_cells_carry_their_column_headers():
                                               ("top_overlap", "ours")]
 
 
+def test_cells_under_a_multi_row_index_keep_their_columns():
+    df = pd.DataFrame({"dataset": ["mnist"] * 3, "batch_size": [1, 32, 32], "run": [0, 0, 1],
+                       "attack": [0.5, 0.75, 1.0], "accuracy": [0.9, 0.95, 1.0]})
+    df = df.set_index(["dataset", "batch_size", "run"])
+    html = df.to_html()
+    assert 'rowspan="3"' in html and 'rowspan="2"' in html  # pandas spans repeated index labels
+    by_column = {}
+    for headers, text in table_cells(html):
+        by_column.setdefault(headers[0], []).append(text)
+    assert by_column["attack"] == ["0.50", "0.75", "1.00"]
+    assert by_column["accuracy"] == ["0.90", "0.95", "1.00"]
+
+
 def test_numbers_within_their_kind_pass_and_beyond_fail():
     spec = {"default": "correlation", "top_overlap": "percent"}
     ref_df = pd.DataFrame({"pearson": [0.700, 0.9], "top_overlap": [60.0, 70.0]})

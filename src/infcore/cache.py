@@ -1,4 +1,4 @@
-"""The on-disk cache of trained models and score matrices.
+"""The on-disk cache of trained models and score matrices, verified on every load.
 
 An entry is found by its *kind* (``"scores"``, ``"model"``, ...) and the parameters that produced
 it. Its key is the SHA-256 of the canonical JSON of the kind, the parameters and infcore's version,
@@ -9,12 +9,28 @@ so changing any parameter (or upgrading infcore) computes afresh. Each entry is 
     The value: a numpy array in an ``.npz`` file, or tensors and plain Python (dicts, lists,
     tuples, numbers, strings, ``None``) written by :func:`torch.save`.
 ``<key>.json``
-    The parameters that produced the value, readable by people; loading refuses an entry whose
-    stored parameters differ from the requested ones.
+    The record: the parameters that produced the value, readable by people, and the size and
+    SHA-256 of the value file. Loading refuses an entry whose stored parameters differ from the
+    requested ones.
 
 Every file is written to a temporary file in the same directory, flushed to disk and renamed over
-its final name, and the JSON file is written last: an interrupted run leaves no entry (only, after a
+its final name, and the record is written last: an interrupted run leaves no entry (only, after a
 hard kill, an ignored ``.tmp`` file), so the next run computes that entry again.
+
+Every look-up (:meth:`Cache.has`, :meth:`Cache.load`) checks the value file against the size and
+checksum in its record, and tensors are read with ``torch.load(weights_only=True)``, which runs no
+pickled code. A damaged entry (a value file that is missing, truncated, changed or unreadable, or a
+record that is not valid JSON) is never trusted: by default a :class:`CacheCorruptionWarning` names
+the file and the problem, the damaged file is moved aside to ``<name>.corrupt``, its record is
+removed, and the look-up misses, so the value is computed again. A strict cache
+(``Cache(root, strict=True)``, or ``INFCORE_CACHE_STRICT=1`` for :meth:`Cache.default`) raises
+:class:`CacheCorruptionError` instead and leaves the files as they are. A record without a checksum
+(written by infcore before these checks) cannot be verified, so its entry is a miss and is
+computed again.
+
+Contents: :class:`Cache`, :func:`default_cache_root`, :func:`canonical_params`,
+:func:`atomic_write`, and the errors :class:`CacheMissError`, :class:`CacheMismatchError`,
+:class:`CacheCorruptionError` and the warning :class:`CacheCorruptionWarning`.
 """
 
 from __future__ import annotations
@@ -22,15 +38,17 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import io
 import json
 import math
 import os
 import re
 import tempfile
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, NoReturn, TypeVar
 
 import numpy as np
 import torch
@@ -38,6 +56,7 @@ import torch
 from infcore import __version__
 
 ENV_VAR = "INFCORE_CACHE"
+STRICT_ENV_VAR = "INFCORE_CACHE_STRICT"
 _KIND = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _SUFFIX = {"npz": ".npz", "torch": ".pt"}
 
@@ -52,10 +71,25 @@ class CacheMismatchError(ValueError):
     """A stored entry's parameters differ from the requested ones; delete the entry to recompute."""
 
 
+class CacheCorruptionError(ValueError):
+    """A strict cache found a damaged entry (the message names the file); delete it to recompute."""
+
+
+class CacheCorruptionWarning(UserWarning):
+    """A damaged entry (named in the message) was moved aside and will be computed again."""
+
+
 def default_cache_root() -> Path:
     """The directory named by the environment variable ``INFCORE_CACHE``, else ~/.cache/infcore."""
     configured = os.environ.get(ENV_VAR, "")
     return Path(configured).expanduser() if configured else Path.home() / ".cache" / "infcore"
+
+
+def _strict_from_environment() -> bool:
+    configured = os.environ.get(STRICT_ENV_VAR, "")
+    if configured not in ("", "0", "1"):
+        raise ValueError(f"{STRICT_ENV_VAR} must be 0 or 1 (or unset), got {configured!r}")
+    return configured == "1"
 
 
 def canonical_params(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -206,6 +240,10 @@ class Cache:
         Directory of the cache (created when first written). ``None`` disables the cache: nothing
         is stored, every look-up misses and :meth:`get_or_compute` always computes.
         :meth:`Cache.default` uses :func:`default_cache_root`.
+    strict : bool, default False
+        What a look-up does with a damaged entry (see the module docstring): ``False`` warns
+        (:class:`CacheCorruptionWarning`), moves the damaged file aside and misses, so the value
+        is computed again; ``True`` raises :class:`CacheCorruptionError` and touches nothing.
 
     Examples
     --------
@@ -214,13 +252,21 @@ class Cache:
     1.5
     """
 
-    def __init__(self, root: str | os.PathLike[str] | None) -> None:
+    def __init__(self, root: str | os.PathLike[str] | None, *, strict: bool = False) -> None:
         self.root = None if root is None else Path(root).expanduser()
+        self.strict = strict
 
     @classmethod
     def default(cls) -> Cache:
-        """The cache under ``$INFCORE_CACHE``, or ``~/.cache/infcore`` when that is not set."""
-        return cls(default_cache_root())
+        """The cache under ``$INFCORE_CACHE`` (else ``~/.cache/infcore``), strict when
+        ``INFCORE_CACHE_STRICT=1``.
+
+        Raises
+        ------
+        ValueError
+            If ``INFCORE_CACHE_STRICT`` is set to something other than ``0`` or ``1``.
+        """
+        return cls(default_cache_root(), strict=_strict_from_environment())
 
     @property
     def enabled(self) -> bool:
@@ -228,7 +274,10 @@ class Cache:
         return self.root is not None
 
     def __repr__(self) -> str:
-        return f"Cache({str(self.root)!r})" if self.enabled else "Cache(None)"
+        if not self.enabled:
+            return "Cache(None)"
+        strict = ", strict=True" if self.strict else ""
+        return f"Cache({str(self.root)!r}{strict})"
 
     def key(self, kind: str, params: Mapping[str, Any]) -> str:
         """SHA-256 (hex) of the canonical JSON of ``kind``, ``params`` and infcore's version.
@@ -249,9 +298,17 @@ class Cache:
         return _hash(self._record(kind, params))
 
     def has(self, kind: str, params: Mapping[str, Any]) -> bool:
-        """Whether a complete entry for ``kind`` and ``params`` is stored."""
+        """Whether a complete entry for ``kind`` and ``params`` is stored and its checksum holds.
+
+        Raises
+        ------
+        CacheMismatchError
+            If the stored entry was produced by other parameters.
+        CacheCorruptionError
+            If the cache is strict and the entry is damaged.
+        """
         try:
-            self._entry(kind, params)
+            self._verified(kind, params)
         except CacheMissError:
             return False
         return True
@@ -267,15 +324,21 @@ class Cache:
         Raises
         ------
         CacheMissError
-            If no complete entry is stored, or the cache is disabled.
+            If no complete, verified entry is stored (a damaged one is reported with a
+            :class:`CacheCorruptionWarning` and moved aside), or the cache is disabled.
         CacheMismatchError
             If the stored entry was produced by other parameters.
+        CacheCorruptionError
+            If the cache is strict and the entry is damaged.
         """
-        path, value_format = self._entry(kind, params)
-        if value_format == "npz":
-            with np.load(path, allow_pickle=False) as archive:
-                return archive["value"]
-        return torch.load(path, map_location="cpu", weights_only=True)
+        record_path, value_path, value_format, data = self._verified(kind, params)
+        try:
+            return _read_value(data, value_format)
+        except Exception:  # whatever numpy or torch raises, the file is unreadable
+            pass
+        # Reported outside the except clause: torch's message (which suggests the unsafe
+        # weights_only=False) must not reach the user as the context of our error.
+        self._damaged(value_path, record_path, f"cannot be read as a {value_format} file")
 
     def save(self, kind: str, params: Mapping[str, Any], value: Any) -> None:
         """Store ``value`` as the entry for ``kind`` and ``params`` (nothing when disabled).
@@ -303,11 +366,14 @@ class Cache:
         directory = self.root / kind
         directory.mkdir(parents=True, exist_ok=True)
         value_path = directory / f"{key}{_SUFFIX[value_format]}"
+        buffer = io.BytesIO()
         if value_format == "npz":
-            atomic_write(value_path, lambda file: _write_npz(file, value))
+            _write_npz(buffer, value)
         else:
-            atomic_write(value_path, lambda file: _write_torch(file, _compact(value)))
-        record["format"] = value_format
+            _write_torch(buffer, _compact(value))
+        data = buffer.getvalue()
+        atomic_write(value_path, lambda file: file.write(data))
+        record.update(format=value_format, size=len(data), sha256=hashlib.sha256(data).hexdigest())
         try:
             atomic_write(directory / f"{key}.json", lambda file: _write_json(file, record))
         except BaseException:
@@ -348,8 +414,8 @@ class Cache:
             )
         return {"kind": kind, "infcore_version": __version__, "params": canonical_params(params)}
 
-    def _entry(self, kind: str, params: Mapping[str, Any]) -> tuple[Path, str]:
-        """Path and format of the stored value, after checking its parameters."""
+    def _verified(self, kind: str, params: Mapping[str, Any]) -> tuple[Path, Path, str, bytes]:
+        """Record path, value path, format and bytes of the stored value, after every check."""
         record = self._record(kind, params)
         if self.root is None:
             raise CacheMissError(f"the cache is disabled (no entry for {kind!r})")
@@ -359,10 +425,10 @@ class Cache:
             stored = json.loads(record_path.read_text())
         except FileNotFoundError:
             raise CacheMissError(f"no {kind!r} entry with key {key}") from None
-        except json.JSONDecodeError as error:
-            raise CacheMismatchError(
-                f"{record_path} is not valid JSON ({error}); delete it to recompute the entry"
-            ) from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            stored = None
+        if not isinstance(stored, dict):
+            self._damaged(record_path, record_path, "is not a readable JSON record")
         differing = sorted(name for name in record if stored.get(name) != record[name])
         if differing:
             raise CacheMismatchError(
@@ -375,10 +441,55 @@ class Cache:
             raise CacheMismatchError(
                 f"{record_path} names an unknown value format {value_format!r}; delete the entry"
             )
+        if "sha256" not in stored:
+            raise CacheMissError(
+                f"{record_path} holds no checksum (written by an earlier infcore), so its entry "
+                "cannot be verified and is computed again"
+            )
         value_path = self.root / kind / f"{key}{_SUFFIX[value_format]}"
-        if not value_path.exists():
-            raise CacheMissError(f"the value file {value_path} of a {kind!r} entry is missing")
-        return value_path, value_format
+        data, problem = b"", None
+        try:
+            data = value_path.read_bytes()
+        except FileNotFoundError:
+            problem = "is missing"
+        except OSError as error:
+            problem = f"cannot be read ({error.strerror})"
+        else:
+            if len(data) != stored.get("size"):
+                problem = f"has {len(data)} bytes where its record says {stored.get('size')!r}"
+            elif hashlib.sha256(data).hexdigest() != stored["sha256"]:
+                problem = "does not match the SHA-256 checksum in its record"
+        if problem is not None:
+            self._damaged(value_path, record_path, problem)
+        return record_path, value_path, value_format, data
+
+    def _damaged(self, bad_path: Path, record_path: Path, problem: str) -> NoReturn:
+        """Report the damaged ``bad_path``: raise if strict, else warn, move it aside and miss."""
+        if self.strict:
+            also = "" if bad_path == record_path else f" and {record_path}"
+            raise CacheCorruptionError(
+                f"{bad_path} {problem}; delete it{also} to compute the entry again (a cache that "
+                f"is not strict does so itself; {STRICT_ENV_VAR}=1 makes the default one strict)"
+            )
+        aside = bad_path.with_name(f"{bad_path.name}.corrupt")
+        if bad_path != record_path:
+            record_path.unlink(missing_ok=True)  # first, so the entry is gone at once
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(bad_path, aside)
+            problem = f"{problem}; moved it to {aside.name}"
+        warnings.warn(
+            f"damaged cache entry: {bad_path} {problem}; computing the entry again",
+            CacheCorruptionWarning,
+            stacklevel=2,
+        )
+        raise CacheMissError(f"{bad_path} {problem}")
+
+
+def _read_value(data: bytes, value_format: str) -> Any:
+    if value_format == "npz":
+        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+            return archive["value"]
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
 def _hash(record: Mapping[str, Any]) -> str:

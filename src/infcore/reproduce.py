@@ -69,6 +69,11 @@ KINDS: dict[str, Tolerance] = {
     "correlation": Tolerance(0.005, 0.0, "means of Pearson and Spearman correlations and other "
                                          "statistics on a 0-1 scale (AUPRC, shares, accuracies, "
                                          "mean normalised scores) of float32-trained networks"),
+    "divergent": Tolerance(0.15, 0.0, "statistics on a 0-1 scale of the quick poisoning page, "
+                                      "whose few models (20 epochs at learning rate 0.3 on 200 "
+                                      "images) end up classifying single images differently on "
+                                      "another CPU: measured up to 0.09 between two emulated "
+                                      "machines; the verdicts did not move"),
     "percent": Tolerance(1.0, 0.0, "top-10% overlaps in percent: one changed member of a top-10 "
                                    "set moves a mean over 20 test examples by 0.5 points"),
     "magnitude": Tolerance(0.0, 0.01, "sizes on their own scale (losses, dampings, eigenvalues, "
@@ -123,9 +128,10 @@ class _TableCells(HTMLParser):
         self.header_rows: list[list[str]] = []
         self.cells: list[tuple[tuple[str, ...], str]] = []
         self._section = ""
-        self._row: list[tuple[str, int]] | None = None
+        self._row: list[tuple[str, int, int]] | None = None
         self._text: list[str] | None = None
-        self._span = 1
+        self._span = (1, 1)
+        self._pending: dict[int, tuple[int, str]] = {}  # column -> (rows left, text) of a rowspan
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in ("thead", "tbody"):
@@ -133,7 +139,9 @@ class _TableCells(HTMLParser):
         elif tag == "tr":
             self._row = []
         elif tag in ("th", "td"):
-            self._text, self._span = [], int(dict(attrs).get("colspan") or 1)
+            found = dict(attrs)
+            self._text = []
+            self._span = (int(found.get("colspan") or 1), int(found.get("rowspan") or 1))
 
     def handle_data(self, data: str) -> None:
         if self._text is not None:
@@ -141,10 +149,19 @@ class _TableCells(HTMLParser):
 
     def handle_endtag(self, tag: str) -> None:
         if tag in ("th", "td") and self._text is not None and self._row is not None:
-            self._row.append(("".join(self._text).strip(), self._span))
+            self._row.append(("".join(self._text).strip(), *self._span))
             self._text = None
         elif tag == "tr" and self._row is not None:
-            flat = [text for text, span in self._row for _ in range(span)]
+            flat: list[str] = []
+            for text, colspan, rowspan in self._row:
+                while len(flat) in self._pending:  # a cell of a row above spans this one
+                    flat.append(self._take_pending(len(flat)))
+                for _ in range(colspan):
+                    if rowspan > 1:
+                        self._pending[len(flat)] = (rowspan - 1, text)
+                    flat.append(text)
+            while len(flat) in self._pending:
+                flat.append(self._take_pending(len(flat)))
             if self._section == "thead":
                 self.header_rows.append(flat)
             else:
@@ -153,6 +170,13 @@ class _TableCells(HTMLParser):
                                     if column < len(row) and row[column])
                     self.cells.append((headers, text))
             self._row = None
+
+
+    def _take_pending(self, column: int) -> str:
+        rows, text = self._pending.pop(column)
+        if rows > 1:
+            self._pending[column] = (rows - 1, text)
+        return text
 
 
 def table_cells(html: str) -> list[tuple[tuple[str, ...], str]]:
