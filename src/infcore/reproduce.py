@@ -60,8 +60,11 @@ class Tolerance:
         return f"{self.abs:g} + {self.rel:g} |committed|"
 
 
-# Tolerances per kind of number; the measured spreads behind them are in the README
-# ("How closely the book reproduces") and are re-measured with `python -m infcore.reproduce`.
+# Tolerances per kind of number, set with a margin above the largest spread measured between the
+# committed book and the quick book re-executed from empty caches on four emulated machines (one
+# thread; AVX2 kernels; ATen's portable kernels with oneDNN at SSE4.1, with and without MKL at
+# SSE4.2): the README's "How closely the book reproduces" lists them; `python -m infcore.reproduce
+# book RUN...` measures them again.
 KINDS: dict[str, Tolerance] = {
     "exact": Tolerance(0.0, 1e-9, "closed-form float64 results (the chairs, the 2-D toys), counts, "
                                   "verdicts, parameters and the committed paper-profile tables: "
@@ -69,15 +72,16 @@ KINDS: dict[str, Tolerance] = {
     "correlation": Tolerance(0.005, 0.0, "means of Pearson and Spearman correlations and other "
                                          "statistics on a 0-1 scale (AUPRC, shares, accuracies, "
                                          "mean normalised scores) of float32-trained networks"),
-    "divergent": Tolerance(0.15, 0.0, "statistics on a 0-1 scale of the quick poisoning page, "
+    "divergent": Tolerance(0.2, 0.0, "statistics on a 0-1 scale of the quick poisoning page, "
                                       "whose few models (20 epochs at learning rate 0.3 on 200 "
                                       "images) end up classifying single images differently on "
                                       "another CPU: measured up to 0.09 between two emulated "
                                       "machines; the verdicts did not move"),
-    "percent": Tolerance(1.0, 0.0, "top-10% overlaps in percent: one changed member of a top-10 "
-                                   "set moves a mean over 20 test examples by 0.5 points"),
-    "magnitude": Tolerance(0.0, 0.01, "sizes on their own scale (losses, dampings, eigenvalues, "
-                                      "score magnitudes): 1% relative"),
+    "percent": Tolerance(0.5, 0.0, "top-10% overlaps in percent: one changed member of one test "
+                                   "example's top-10 set moves a mean over 20 test examples by "
+                                   "0.5 points"),
+    "magnitude": Tolerance(0.0, 1e-3, "sizes on their own scale (losses, dampings, score "
+                                      "magnitudes, credits of the toys): 0.1% relative"),
     "noise": Tolerance(1e-12, 0.0, "float32 rounding noise, which by nature differs between "
                                    "CPUs and thread counts: only its order of magnitude is "
                                    "reproduced (below 1e-12 a number counts as zero)",
