@@ -229,8 +229,12 @@ def _pairs(where: str, label: Any, kind: str, ref: str, new: str) -> list[Number
     ref_skeleton, ref_numbers = split_numbers(ref)
     new_skeleton, new_numbers = split_numbers(new)
     if ref_skeleton != new_skeleton or len(ref_numbers) != len(new_numbers):
-        raise Mismatch(f"{where}: the text differs (numbers shown as #):\n"
-                       f"  committed: {ref_skeleton[:600]}\n  new:       {new_skeleton[:600]}")
+        first = next((i for i, (a, b) in enumerate(zip(ref_skeleton, new_skeleton)) if a != b),
+                     min(len(ref_skeleton), len(new_skeleton)))
+        start = max(0, first - 200)
+        raise Mismatch(f"{where}: the text differs at character {first} (numbers shown as #):\n"
+                       f"  committed: ...{ref_skeleton[start:first + 200]}\n"
+                       f"  new:       ...{new_skeleton[start:first + 200]}")
     name = label if isinstance(label, str) else "/".join(label)
     return [Number(where, name, kind, a, b) for a, b in zip(ref_numbers, new_numbers)]
 
