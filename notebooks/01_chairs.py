@@ -33,8 +33,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 from myst_nb import glue
 
-from infcore import plots, toys
+from infcore import plots, toys, validation
 
+validation.check_page("01_chairs", globals())
 result = toys.chair_influence(np.array(chairs), leave_out=leave_out, test_weight=test_weight)
 # the refit through three collinear chairs has an intercept of about 1e-13: show it as 0
 intercept_without = float(np.round(result.without.intercept, 9)) + 0.0

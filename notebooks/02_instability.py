@@ -54,12 +54,11 @@ import pandas as pd
 from IPython.display import display
 from myst_nb import glue
 
-from infcore import claims, experiments, paper, parallel, plots, results, stability
+from infcore import claims, experiments, paper, parallel, plots, results, stability, validation
 from infcore.data import DatasetUnavailable
 from infcore.training import TrainConfig
 
-experiments.validate_sweep(datasets=datasets, methods=methods, perturbations=perturbations,
-                           seeds=seeds, batch_sizes=batch_sizes)
+validation.check_page("02_instability", globals())
 client = parallel.connect(backend, dask_scheduler)  # the active dask Client, or None
 base = TrainConfig(epochs=epochs, lr=lr, weight_decay=weight_decay, init_seed=seeds[0],
                    order_seed=seeds[0])

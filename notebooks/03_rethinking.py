@@ -50,7 +50,7 @@ from scipy.stats import pearsonr
 # deprecated torch.jit.script; the warning says nothing about this page.
 warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated")
 
-from infcore import heuristics, plots, toys
+from infcore import heuristics, plots, toys, validation
 from infcore.data import load_mnist
 from infcore.methods import compute_scores, grad_dot, leave_one_out, tracin_cp, tracin_ideal
 from infcore.training import TrainConfig, epoch_order, test_loss, train
@@ -61,11 +61,7 @@ def check(claim: str, ok: bool) -> None:
     print(f"{claim}: {'holds' if ok else 'does not hold'}")
 
 
-# The text compares exactly two data orders; the CNN's test set copies training images.
-if len(orders) != 2 or orders[0] == orders[1]:
-    raise ValueError(f"orders must hold two different order seeds; got {orders!r}")
-if not 0 < cnn_n_copies <= cnn_n_train:
-    raise ValueError(f"cnn_n_copies must be in [1, cnn_n_train={cnn_n_train}]; got {cnn_n_copies}")
+validation.check_page("03_rethinking", globals())
 
 
 # %% [markdown]

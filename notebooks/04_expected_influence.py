@@ -53,15 +53,12 @@ import pandas as pd
 from IPython.display import display
 from myst_nb import glue
 
-from infcore import claims, experiments, paper, parallel, plots, results
+from infcore import claims, experiments, paper, parallel, plots, results, validation
 from infcore.data import DatasetUnavailable
 from infcore.training import TrainConfig
 
-experiments.validate_sweep(datasets=datasets, methods=methods)
+validation.check_page("04_expected_influence", globals())
 client = parallel.connect(backend, dask_scheduler)  # the active dask Client, or None
-if not (n_models >= 2 and sizes and min(sizes) == 1 and max(sizes) <= n_models):
-    raise ValueError(f"need n_models >= 2 and sizes in [1, n_models] starting at 1; "
-                     f"got n_models={n_models}, sizes={sizes}")
 base = TrainConfig(epochs=epochs, lr=lr, weight_decay=weight_decay)
 ideal_base = replace(base, batch_size=1, lr=ideal_lr)
 options = {"influence_function": {"damping": damping}}

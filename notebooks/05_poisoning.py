@@ -61,11 +61,11 @@ import pandas as pd
 from IPython.display import display
 from myst_nb import glue
 
-from infcore import claims, experiments, parallel, plots, poisoning, results
+from infcore import claims, experiments, parallel, plots, poisoning, results, validation
 from infcore.data import DatasetUnavailable
 from infcore.training import TrainConfig
 
-experiments.validate_sweep(datasets=datasets, methods=methods)
+validation.check_page("05_poisoning", globals())
 client = parallel.connect(backend, dask_scheduler)  # the active dask Client, or None
 base = TrainConfig(epochs=epochs, lr=lr, weight_decay=weight_decay)
 ideal_base = replace(base, batch_size=1, lr=ideal_lr, epochs=ideal_epochs)

@@ -36,8 +36,9 @@ import pandas as pd
 from IPython.display import display
 from myst_nb import glue
 
-from infcore import claims, experiments, paper, plots, results
+from infcore import claims, experiments, paper, plots, results, validation
 
+validation.check_page("06_paper_scale", globals())
 folder = results.find(results_path)
 run = results.load_run(folder)
 tables = results.load_tables(folder, [

@@ -64,7 +64,7 @@ def test_unknown_profile_is_refused():
 def test_only_the_default_run_writes_the_committed_book():
     assert run_name("quick", {}) is None
     assert run_name("paper", {}) == "paper"
-    assert run_name("quick", {"n_train": 200}) == "quick_n_train-200"
+    assert run_name("quick", {"n_train": 200}).startswith("quick_n_train-200_")
 
 
 def test_only_selects_notebooks_and_refuses_unknown_ones():

@@ -97,18 +97,6 @@ def test_models_to_reach():
     assert not result.loc["b", "reached"] and result.loc["b", "n_models"] == 2
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"datasets": ["cifar"]}, "datasets must be"),
-    ({"methods": ["tracin"]}, "methods must be"),
-    ({"perturbations": ["dropout"]}, "perturbations must be"),
-    ({"seeds": [0]}, "seeds must hold"),
-    ({"perturbations": ["batch_size"], "batch_sizes": [32]}, "batch_sizes must hold"),
-])
-def test_sweep_parameters_are_checked_up_front(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        experiments.validate_sweep(**kwargs)
-
-
 def test_poisoning_study_refuses_a_backdoor_that_was_not_learned(tmp_path):
     with pytest.raises(RuntimeError, match="backdoor was not learned"):
         experiments.poisoning_study(experiments.Task(n_train=20, n_test=8), ["grad_dot"], BASE, BASE,

@@ -76,7 +76,7 @@ def test_runbook_results_option_writes_tables_and_run_record(tmp_path):
     assert entry["seconds"] > 0 and record["machine"]["cpu_count"] >= 1
     # the committed pages are untouched: the run went to _build/runs/
     assert not (root / "book" / "00_tiny.ipynb").exists()
-    assert (root / "_build" / "runs" / "quick_n-3" / "book" / "00_tiny.ipynb").exists()
+    assert (root / "_build" / "runs" / runbook.run_name("quick", {"n": 3}) / "book" / "00_tiny.ipynb").exists()
 
 
 def test_tables_get_the_permissions_of_an_ordinary_file(tmp_path):
@@ -107,11 +107,57 @@ def test_results_of_a_default_run_leave_the_committed_pages_alone(tmp_path):
     assert record["notebooks"]["00_tiny"]["parameters"]["results_dir"] == "results/quick"
 
 
-def test_results_folder_given_twice_is_refused(tmp_path):
+def test_results_folder_given_twice_is_refused(tmp_path, capsys):
     root = _tiny_repo(tmp_path)
-    with pytest.raises(SystemExit, match="either as --results DIR or as -p results_dir"):
-        runbook.main(["--root", str(root), "--results", str(tmp_path / "a"),
-                      "-p", "results_dir", str(tmp_path / "b")])
+    assert runbook.main(["--root", str(root), "--results", str(tmp_path / "a"),
+                         "-p", "results_dir", str(tmp_path / "b")]) == 2
+    assert "either as --results DIR or as -p results_dir" in capsys.readouterr().err
+
+
+def test_run_record_never_mixes_profiles(tmp_path):
+    results.record_notebook(tmp_path, "02_instability", {"seconds": 1.0}, {"profile": "paper"})
+    with pytest.raises(results.RunMismatch, match="records the 'paper' profile"):
+        results.record_notebook(tmp_path, "05_poisoning", {"seconds": 2.0}, {"profile": "quick"})
+    assert results.load_run(tmp_path)["profile"] == "paper"
+
+
+def _recorded(folder: Path, profile: str, parameters: dict) -> None:
+    results.record_notebook(folder, "02_instability", {"parameters": parameters}, {"profile": profile})
+
+
+def test_a_folder_of_another_run_is_refused(tmp_path):
+    _recorded(tmp_path, "paper", {"n_train": 800, "results_dir": "/elsewhere"})
+    # the same run, resumed from another folder name, and pages not recorded yet: accepted
+    results.check_run(tmp_path, "paper", {"02_instability": {"n_train": 800, "results_dir": "r"},
+                                          "05_poisoning": {"n_train": 5}})
+    with pytest.raises(results.RunMismatch, match="'paper' profile, not 'quick'.*--overwrite"):
+        results.check_run(tmp_path, "quick", {"02_instability": {"n_train": 800}})
+    with pytest.raises(results.RunMismatch, match="records 02_instability with other parameters"):
+        results.check_run(tmp_path, "paper", {"02_instability": {"n_train": 100}})
+
+
+def test_a_file_or_a_foreign_folder_is_not_a_results_folder(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(results.RunMismatch, match="is a file"):
+        results.check_run(tmp_path / "notes.txt", "quick", {})
+    with pytest.raises(results.RunMismatch, match="holds files but no run.json"):
+        results.check_run(tmp_path, "quick", {})
+    results.check_run(tmp_path / "new", "quick", {})
+
+
+def test_runbook_refuses_a_results_folder_of_another_profile_unless_overwrite(tmp_path, capsys):
+    root = _tiny_repo(tmp_path)
+    out = tmp_path / "results"
+    _recorded(out, "paper", {"n_train": 800})
+    before = (out / results.RUN_FILE).read_text()
+    args = ["--root", str(root), "--results", str(out), "--quiet", "--no-html"]
+    assert runbook.main(args) == 2
+    assert "records a run of the 'paper' profile, not 'quick'" in capsys.readouterr().err
+    assert (out / results.RUN_FILE).read_text() == before
+    assert not (root / "_build").exists()  # refused before any work
+    assert runbook.main(args + ["--overwrite"]) == 0
+    record = results.load_run(out)
+    assert record["profile"] == "quick" and list(record["notebooks"]) == ["00_tiny"]
 
 
 def test_find_looks_in_parent_folders(tmp_path, monkeypatch):

@@ -396,36 +396,6 @@ def table2_summary(curve: pd.DataFrame) -> pd.DataFrame:
     return summarise(settings, ["dataset", "setting", "method"])
 
 
-def validate_sweep(
-    *,
-    datasets: Sequence[str] = ("mnist",),
-    methods: Sequence[str] = tuple(METHODS),
-    perturbations: Sequence[str] = (),
-    seeds: Sequence[int] = (0, 1),
-    batch_sizes: Sequence[int] = (),
-) -> None:
-    """Check a notebook's sweep parameters before any work starts.
-
-    Raises
-    ------
-    ValueError
-        Naming the parameter and what is allowed.
-    """
-    bad = [d for d in datasets if d not in DATASETS]
-    if bad or not datasets:
-        raise ValueError(f"datasets must be a non-empty list drawn from {list(DATASETS)}; got {list(datasets)}")
-    check_methods(methods)
-    bad = [p for p in perturbations if p not in PERTURBATIONS]
-    if bad:
-        raise ValueError(f"perturbations must be drawn from {list(PERTURBATIONS)}; got {list(perturbations)}")
-    if len(set(seeds)) < 2 or any(not isinstance(s, int) or s < 0 for s in seeds):
-        raise ValueError(f"seeds must hold at least two distinct integers >= 0; got {list(seeds)}")
-    if "batch_size" in perturbations and (
-        len(set(batch_sizes)) < 2 or any(not isinstance(b, int) or b < 1 for b in batch_sizes)
-    ):
-        raise ValueError(f"batch_sizes must hold at least two distinct integers >= 1; got {list(batch_sizes)}")
-
-
 def damping_sensitivity(
     experiment: Experiment, config: TrainConfig, relative_step: float = 0.1, q: float = 90.0
 ) -> dict[str, float]:

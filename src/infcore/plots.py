@@ -162,8 +162,10 @@ def stability_points(pairs: pd.DataFrame, hue: str, hue_order: list | None = Non
     # a categorical hue (e.g. numbers of models as labels) gets distinct colours and legend markers
     long[hue] = long[hue].astype(str)
     hue_order = None if hue_order is None else [str(level) for level in hue_order]
+    # seaborn divides the dodge among the levels minus one: a single level cannot be dodged
+    dodge = 0.4 if long[hue].nunique() > 1 else False
     grid = sns.catplot(data=long, x="value", y="method", hue=hue, hue_order=hue_order, col="metric",
-                       kind="point", errorbar=("pi", 100), dodge=0.4, linestyle="none",
+                       kind="point", errorbar=("pi", 100), dodge=dodge, linestyle="none",
                        sharex=False, height=3.6, aspect=0.9, markers="o")
     grid.set_titles("{col_name}")
     grid.set_axis_labels("", "")

@@ -19,6 +19,12 @@ import pandas as pd
 from infcore.cache import atomic_write
 
 RUN_FILE = "run.json"
+#: parameters that say where a run's tables go, not what they hold: left out when runs are compared
+_LOCATIONS = {"results_dir", "results_path"}
+
+
+class RunMismatch(ValueError):
+    """A results folder that holds another run than the one about to write into it."""
 
 
 def save_tables(directory: str | Path, tables: Mapping[str, pd.DataFrame]) -> None:
@@ -90,6 +96,55 @@ def load_run(directory: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def _comparable(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """Parameters as run.json holds them (JSON values), without the folder locations."""
+    kept = {k: v for k, v in parameters.items() if k not in _LOCATIONS}
+    return json.loads(json.dumps(kept, default=str))
+
+
+def check_run(directory: str | Path, profile: str, parameters: Mapping[str, Mapping[str, Any]]) -> None:
+    """Refuse to write a run into a folder that holds another one.
+
+    A folder that does not exist yet, or whose ``run.json`` records the same profile and, for each
+    notebook of ``parameters`` that it lists, the same parameters (an interrupted run resumed, or
+    other pages of the same run) is accepted.
+
+    Parameters
+    ----------
+    directory : str or Path
+    profile : str
+        Profile of the run about to write.
+    parameters : mapping of notebook stem to its parameters
+        What each notebook of the run will be given (``results_dir`` and ``results_path`` are
+        not compared).
+
+    Raises
+    ------
+    RunMismatch
+        If ``directory`` is a file, holds files but no ``run.json``, or its ``run.json`` records
+        another profile or other parameters for one of the notebooks.
+    """
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise RunMismatch(f"the results folder {directory} is a file")
+    if not directory.exists() or not any(directory.iterdir()):
+        return
+    if not (directory / RUN_FILE).exists():
+        raise RunMismatch(f"{directory} holds files but no {RUN_FILE}: it is not a results folder "
+                          "of infcore.runbook; choose another folder, or pass --overwrite")
+    record = load_run(directory)
+    if record.get("profile") != profile:
+        raise RunMismatch(f"{directory / RUN_FILE} records a run of the {record.get('profile')!r} "
+                          f"profile, not {profile!r}: choose another folder, or pass --overwrite "
+                          "to replace that run")
+    for notebook, given in parameters.items():
+        entry = record.get("notebooks", {}).get(notebook)
+        if entry is not None and _comparable(entry["parameters"]) != _comparable(given):
+            raise RunMismatch(f"{directory / RUN_FILE} records {notebook} with other parameters "
+                              f"({_comparable(entry['parameters'])}, now {_comparable(given)}): "
+                              "choose another folder, or pass --overwrite to replace that run")
+
+
 def record_notebook(directory: str | Path, notebook: str, entry: Mapping[str, Any],
                     run: Mapping[str, Any]) -> None:
     """Add one notebook's entry (parameters, seconds, ...) to ``run.json``, keeping the others.
@@ -103,10 +158,19 @@ def record_notebook(directory: str | Path, notebook: str, entry: Mapping[str, An
         What to record for this notebook (JSON-serialisable).
     run : mapping
         Fields of the whole run (profile, machine, ...), updated in place of the old ones.
+
+    Raises
+    ------
+    RunMismatch
+        If ``run.json`` records another profile than ``run["profile"]``: one record never mixes
+        two runs.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     record = load_run(directory) if (directory / RUN_FILE).exists() else {}
+    if record.get("profile", run.get("profile")) != run.get("profile"):
+        raise RunMismatch(f"{directory / RUN_FILE} records the {record['profile']!r} profile; "
+                          f"not adding a {run.get('profile')!r} entry to it")
     record.update(run)
     record.setdefault("notebooks", {})[notebook] = dict(entry)
     text = (json.dumps(record, indent=2, sort_keys=True, default=str) + "\n").encode()

