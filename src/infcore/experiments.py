@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from infcore import poisoning, stability
 from infcore.cache import Cache
-from infcore.data import DATASETS, Split, load_dataset
+from infcore.data import DATASETS, Split, fingerprint, load_dataset
 from infcore.expected import expected_scores
 from infcore.methods import METHODS, REVISIONS, compute_scores
 from infcore.methods.influence import hessian, influence_function, smallest_working_damping
@@ -87,9 +87,11 @@ class Experiment:
         Where models and scores are kept (``Cache.default()`` when None; ``Cache(None)`` disables).
     splits : (Split, Split), optional
         The training and test splits, when they are not simply ``task.load()`` (the poisoning
-        section passes poisoned splits; ``task_key`` must then describe them).
+        section passes poisoned splits); ``task_key`` must then describe them.
     task_key : dict, optional
-        What identifies the splits in cache keys (``asdict(task)`` by default).
+        What identifies the splits in cache keys (``asdict(task)`` by default; required with
+        ``splits``). Model keys also hold the training split's size and
+        :func:`~infcore.data.fingerprint`, so a model is never reused for other data.
     device : str
         Where to train and score.
     progress : bool
@@ -120,10 +122,14 @@ class Experiment:
         chunk_size: int = 64,
     ) -> None:
         check_backend(backend, n_jobs)
+        if splits is not None and task_key is None:
+            raise ValueError("Experiment(splits=...) needs a task_key that describes those splits "
+                             "(else their scores would be cached under the plain task's key)")
         self.task = task
         self.cache = Cache.default() if cache is None else cache
         self.train, self.test = task.load() if splits is None else splits
         self.task_key = asdict(task) if task_key is None else dict(task_key)
+        self.train_fingerprint = fingerprint(self.train)
         self.device = device
         self.progress = progress
         self.execution = {"backend": backend, "n_jobs": n_jobs}
@@ -131,7 +137,8 @@ class Experiment:
         self.model = SmallCNN()
 
     def _model_key(self, config: TrainConfig) -> dict[str, Any]:
-        return {"task": self.task_key, "config": asdict(config), "architecture": "SmallCNN"}
+        return {"task": self.task_key, "config": asdict(config), "architecture": "SmallCNN",
+                "train": {"n": len(self.train), "sha256": self.train_fingerprint}}
 
     def _scores_key(self, config: TrainConfig, method: str, options: dict[str, Any]) -> dict[str, Any]:
         key = {**self._model_key(config), "method": method, "options": options}
@@ -158,7 +165,8 @@ class Experiment:
             if self.cache.has("model", key):
                 stored = self.cache.load("model", key)
                 result[i] = TrainedModel(self.model, stored["params"], stored["checkpoints"],
-                                         list(stored["lrs"]), config)
+                                         list(stored["lrs"]), config, n_train=len(self.train),
+                                         train_fingerprint=self.train_fingerprint)
             else:
                 missing.append(i)
         groups: dict[tuple, list[int]] = {}
@@ -274,6 +282,13 @@ def instability(
     DataFrame with one row per (perturbation, method, pair of runs): the columns of
     :func:`infcore.stability.pairwise_stability` (i, j, pearson, spearman, top_overlap,
     n_undefined) after perturbation and method.
+
+    Raises
+    ------
+    ValueError
+        If two runs of a perturbation are the same config (a run compared with itself agrees
+        perfectly), or a method's scores are constant in every row (see
+        :func:`infcore.stability.check_informative`).
     """
     methods = check_methods(methods)
     options = options or {}
@@ -285,12 +300,27 @@ def instability(
         configs = perturbed_configs(perturbation, base_here, seeds, batch_sizes)
         if len(configs) < 2:
             raise ValueError(f"{perturbation} needs at least two runs; got {len(configs)}")
+        _check_distinct(perturbation, configs)
         scores = experiment.scores(method, configs, **options.get(method, {}))
+        for config, matrix in zip(configs, scores):
+            stability.check_informative(matrix, f"{method} scores of the model {config}")
         pairs = stability.pairwise_stability(scores, q=q)
         pairs.insert(0, "method", method)
         pairs.insert(0, "perturbation", perturbation)
         rows.append(pairs)
     return pd.concat(rows, ignore_index=True)
+
+
+def _check_distinct(perturbation: str, configs: Sequence[TrainConfig]) -> None:
+    """Refuse runs that repeat a config: the pair would compare a run with itself."""
+    first: dict[TrainConfig, int] = {}
+    for r, config in enumerate(configs):
+        if config in first:
+            raise ValueError(
+                f"{perturbation}: runs {first[config]} and {r} are the same config {config} (a "
+                "repeated seed or batch size), and a run compared with itself agrees perfectly"
+            )
+        first[config] = r
 
 
 def model_sets(n_models: int, base: TrainConfig, offset: int = 0) -> list[TrainConfig]:
@@ -340,6 +370,9 @@ def expected_stability(
             else:
                 pairs = [(expected_scores(set_a[:m])[0], expected_scores(set_b[:m])[0])]
             for p, (a, b) in enumerate(pairs):
+                for matrix, which in ((a, "A"), (b, "B")):
+                    stability.check_informative(matrix, f"{method} scores of set {which} ({m} "
+                                                f"models, pair {p})")
                 summary = stability.row_metrics(a, b, q=q).mean()
                 frames.append({"method": method, "n_models": m, "pair": p, **summary.to_dict()})
     return pd.DataFrame(frames)

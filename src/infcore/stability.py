@@ -12,6 +12,13 @@ Constant rows
     the same score). Such a row gets ``nan`` (without scipy's warning); means over test examples
     ignore it, and how many rows they cover is reported beside them (``n_rows`` in :func:`compare`,
     ``n_undefined`` in :func:`pairwise_stability`). The top-k overlap is always defined.
+Degenerate matrices
+    A matrix that is constant in every row ranks no training example (a dead or diverged model,
+    or a failed method, gives such scores): its top sets come from tie-breaking alone, so every
+    overlap with it would be an artefact. :func:`check_informative` refuses it, and so do
+    :func:`row_metrics`, :func:`compare` and :func:`pairwise_stability`; the per-row functions
+    (:func:`row_pearson`, :func:`row_spearman`, :func:`top_percentile_overlap`) keep returning
+    nan or the tie-broken overlap for each row.
 Ties
     Spearman's correlation is Pearson's correlation of average ranks (scipy's default), so tied
     scores share the mean of the ranks they span.
@@ -69,6 +76,32 @@ def _as_scores(scores: ArrayLike, name: str) -> np.ndarray:
     if not np.all(np.isfinite(array)):
         raise ValueError(f"{name} must contain only finite values (found nan or inf)")
     return array
+
+
+def _refuse_constant(array: np.ndarray, name: str) -> None:
+    if np.all(np.ptp(array, axis=1) == 0):
+        raise ValueError(
+            f"{name} are constant in every row (the first row is all {float(array[0, 0])!r}), so "
+            "they rank no training example and any agreement with them is an artefact; a dead or "
+            "diverged model, or a method that failed, gives such scores"
+        )
+
+
+def check_informative(scores: ArrayLike, name: str) -> None:
+    """Refuse a score matrix that is constant in every row (see the module docstring).
+
+    Parameters
+    ----------
+    scores : array_like of shape (n_test, n_train)
+    name : str
+        What the scores are (method and model), for the message.
+
+    Raises
+    ------
+    ValueError
+        If ``scores`` is not a finite matrix with n_train >= 2, or every row is constant.
+    """
+    _refuse_constant(_as_scores(scores, name), name)
 
 
 def _as_pair(a: ArrayLike, b: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
@@ -207,8 +240,15 @@ def row_metrics(a: ArrayLike, b: ArrayLike, q: float = 90.0) -> pd.DataFrame:
     DataFrame of n_test rows
         Columns ``pearson``, ``spearman`` (nan for constant rows) and ``top_overlap`` (percent),
         indexed by test example.
+
+    Raises
+    ------
+    ValueError
+        If ``a`` or ``b`` is constant in every row (see :func:`check_informative`).
     """
     a, b = _as_pair(a, b)
+    _refuse_constant(a, "a")
+    _refuse_constant(b, "b")
     q = _check_q(q)
     return pd.DataFrame(
         {
@@ -322,10 +362,17 @@ def pairwise_stability(
         Columns ``i``, ``j`` (run indices), ``pearson``, ``spearman``, ``top_overlap`` (means over
         test examples, correlations over the rows where they are defined) and ``n_undefined`` (test
         examples left out of the correlation means because a row was constant).
+
+    Raises
+    ------
+    ValueError
+        If a run's scores are constant in every row (see :func:`check_informative`).
     """
     if len(score_list) < 2:
         raise ValueError(f"score_list must hold at least 2 runs, got {len(score_list)}")
     runs = [_as_scores(scores, f"score_list[{r}]") for r, scores in enumerate(score_list)]
+    for r, scores in enumerate(runs):
+        _refuse_constant(scores, f"score_list[{r}]")
     for r, scores in enumerate(runs[1:], start=1):
         if scores.shape != runs[0].shape:
             raise ValueError(

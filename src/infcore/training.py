@@ -6,6 +6,12 @@ parameters (the small CNN as grouped convolutions, one group per model; any othe
 every model, which is what leave-one-out retraining and ensembles of models need.
 Initialisation and data order have separate seeds, so either source of randomness can be varied
 alone.
+
+Both refuse data the model cannot take (:func:`check_fits`) and stop with a
+:class:`TrainingError` that names the config when a run diverges (nan or inf loss or weights) or
+dies (the gradient at the final weights exactly zero, as when a too-large learning rate switches
+off every ReLU): such a model would give degenerate scores without any other sign. A trained model
+records the size and :func:`~infcore.data.fingerprint` of its training split.
 """
 
 from __future__ import annotations
@@ -21,11 +27,15 @@ from torch import nn
 from torch.func import functional_call, vmap
 from tqdm import tqdm
 
-from infcore.data import Split
+from infcore.data import Split, check_split, fingerprint
 from infcore.models import Params, SmallCNN, init_params
 from infcore.parallel import check_backend, run_chunks
 
 StepCallback = Callable[[int, torch.Tensor, Params, Params], None]
+
+
+class TrainingError(ValueError):
+    """Training diverged (nan or inf loss or weights) or died (no gradient in the last epoch)."""
 
 
 def _check_int(name: str, value: object, minimum: int) -> None:
@@ -95,6 +105,11 @@ class TrainedModel:
         The configuration that produced the model.
     excluded : int or None
         Index of the training example left out, if any.
+    n_train : int or None
+        Size of the training split (None: not recorded, as for a model built by hand).
+    train_fingerprint : str or None
+        :func:`infcore.data.fingerprint` of the training split; scoring the model against another
+        split is refused.
     """
 
     model: nn.Module
@@ -103,6 +118,8 @@ class TrainedModel:
     lrs: list[float]
     config: TrainConfig
     excluded: int | None = None
+    n_train: int | None = None
+    train_fingerprint: str | None = None
 
 
 def per_example_loss(
@@ -153,9 +170,69 @@ def _check_exclude(exclude: object, n: int) -> None:
         raise ValueError("exclude needs at least 2 training examples, so that one remains")
 
 
-def _check_data(data: Split) -> None:
-    if len(data) == 0:
-        raise ValueError("data must hold at least one training example")
+def check_fits(model: nn.Module, params: Params, split: Split, name: str) -> None:
+    """Refuse a split that is not finite, or whose inputs or labels the model cannot take.
+
+    The checks of :func:`infcore.data.check_split`, then the logits of the first example: a
+    shape the model cannot take, or a label without a logit, is reported here rather than as an
+    error from deep inside torch.
+
+    Parameters
+    ----------
+    model : nn.Module
+    params : dict of str to Tensor
+        Weights of ``model``, on the device of ``split``.
+    split : Split of n examples
+    name : str
+        What the split is (``"train"``, ``"test"``), for the message.
+
+    Raises
+    ------
+    ValueError
+        Naming the split, its shape and what the model expects.
+    """
+    check_split(split, name)
+    try:
+        with torch.no_grad():
+            logits = functional_call(model, params, (split.x[:1],))
+    except (RuntimeError, ValueError, IndexError) as error:
+        raise ValueError(
+            f"{name} split: inputs of shape {tuple(split.x.shape)} do not fit "
+            f"{type(model).__name__}: {error}"
+        ) from None
+    if logits.dim() != 2 or len(logits) != 1:
+        raise ValueError(
+            f"{name} split: {type(model).__name__} gives logits of shape {tuple(logits.shape)} for "
+            f"one input of shape {tuple(split.x.shape[1:])}, not (1, n_classes)"
+        )
+    too_large = split.y >= logits.shape[1]
+    if too_large.any():
+        i = int(torch.nonzero(too_large)[0, 0])
+        raise ValueError(
+            f"{name} split: y[{i}] = {split.y[i].item()} is not a class of "
+            f"{type(model).__name__}, which has {logits.shape[1]} logits"
+        )
+
+
+def _describe(config: TrainConfig, exclude: int | None) -> str:
+    return f"{config}" + ("" if exclude is None else f" leaving out example {exclude}")
+
+
+def _diverged(loss: torch.Tensor, params: Params) -> str | None:
+    """What went wrong in an epoch (summed batch loss ``loss``, final ``params``), if anything."""
+    if not torch.isfinite(loss):
+        return "the loss became nan or inf"
+    if not all(torch.isfinite(p).all() for p in params.values()):
+        return "the weights became nan or inf"
+    return None
+
+
+_LOWER_LR = "lower lr (or check the data), since the scores of such a model mean nothing"
+#: Training examples on which the final gradient is checked: a network that died (the loss does
+#: not depend on any weight) has a zero gradient on all of them, a working one on none.
+_PROBE = 64
+_DIED = (f"the gradient of the loss on the first {_PROBE} training examples at the final weights "
+         "is exactly zero: the network died (no ReLU active)")
 
 
 def _default_model() -> SmallCNN:
@@ -206,21 +283,31 @@ def train(
     Returns
     -------
     TrainedModel
+
+    Raises
+    ------
+    ValueError
+        If ``data`` is empty, not finite, or does not fit ``model`` (see :func:`check_fits`).
+    TrainingError
+        If the run diverges (it stops at the end of that epoch) or dies (the gradient at the final
+        weights is exactly zero on the first training examples), naming ``config``.
     """
-    _check_data(data)
-    _check_exclude(exclude, len(data))
     model = _default_model() if model is None else model
-    x, y = data.x.to(device), data.y.to(device)
     params = {name: p.to(device) for name, p in init_params(model, config.init_seed).items()}
+    x, y = data.x.to(device), data.y.to(device)
+    check_fits(model, params, Split(x, y), "training")
+    _check_exclude(exclude, len(data))
     checkpoints: list[Params] = []
     step = 0
     for epoch in range(config.epochs):
         order = epoch_order(len(data), config.order_seed, epoch, exclude)
+        epoch_loss = torch.zeros((), device=device)
         for batch_index in order.split(config.batch_size):
             batch = batch_index.to(device)
             leaves = {name: p.detach().requires_grad_() for name, p in params.items()}
             loss = per_example_loss(model, leaves, x[batch], y[batch]).mean()
             grads = torch.autograd.grad(loss, list(leaves.values()))
+            epoch_loss += loss.detach()
             with torch.no_grad():
                 new_params = {
                     name: p - config.lr * (g + config.weight_decay * p)
@@ -231,6 +318,14 @@ def train(
             params = new_params
             step += 1
         checkpoints.append(_to_cpu(params))
+        problem = _diverged(epoch_loss, checkpoints[-1])
+        if problem is not None:
+            raise TrainingError(f"training {_describe(config, exclude)} diverged: {problem} in "
+                                f"epoch {epoch + 1} of {config.epochs}; {_LOWER_LR}")
+    leaves = {name: p.detach().requires_grad_() for name, p in params.items()}
+    probe = per_example_loss(model, leaves, x[:_PROBE], y[:_PROBE]).sum()
+    if sum(g.abs().sum() for g in torch.autograd.grad(probe, list(leaves.values()))) == 0:
+        raise TrainingError(f"training {_describe(config, exclude)} failed: {_DIED}; {_LOWER_LR}")
     return TrainedModel(
         model=model,
         params=checkpoints[-1],
@@ -238,6 +333,8 @@ def train(
         lrs=[float(config.lr)] * config.epochs,
         config=config,
         excluded=exclude,
+        n_train=len(data),
+        train_fingerprint=fingerprint(data),
     )
 
 
@@ -362,24 +459,31 @@ def _train_chunk(
 
     Returns
     -------
-    list of K lists of per-epoch checkpoints (weights on the CPU)
+    list of K pairs (checkpoints, problem)
+        Each model's per-epoch checkpoints (weights on the CPU), and what went wrong in its
+        training (None when nothing did; see :func:`train`).
     """
     x, y = x.to(device), y.to(device)
+    k_models, epochs = len(configs), configs[0].epochs
     lr, weight_decay = configs[0].lr, configs[0].weight_decay
     inits = [init_params(model, c.init_seed) for c in configs]
     params = {name: torch.stack([p[name] for p in inits]).to(device) for name in inits[0]}
     checkpoints: list[list[Params]] = [[] for _ in configs]
-    for epoch in range(configs[0].epochs):
+    problems: list[str | None] = [None] * k_models
+    for epoch in range(epochs):
         orders = [epoch_order(len(y), c.order_seed, epoch, i) for c, i in zip(configs, excluded)]
         index, weight, active = _epoch_batches(orders, configs[0].batch_size)
         index, weight, active = index.to(device), weight.to(device), active.to(device)
+        epoch_loss = torch.zeros(k_models, device=device)
         for batch, w, on in zip(index, weight, active):
             leaves = {name: p.detach().requires_grad_() for name, p in params.items()}
             logits = _stacked_logits(model, leaves, x[batch.T])
             losses = F.cross_entropy(logits.flatten(0, 1), y[batch].flatten(), reduction="none")
+            weighted = losses * w.flatten()
             # Models are independent, so the gradient of the sum of their mean batch losses with
             # respect to the stacked weights holds each model's own gradient.
-            grads = torch.autograd.grad((losses * w.flatten()).sum(), list(leaves.values()))
+            grads = torch.autograd.grad(weighted.sum(), list(leaves.values()))
+            epoch_loss += weighted.detach().view(k_models, -1).sum(dim=1)
             with torch.no_grad():
                 updated = {}
                 for (name, p), g in zip(params.items(), grads):
@@ -388,7 +492,31 @@ def _train_chunk(
             params = updated
         for k, kept in enumerate(checkpoints):
             kept.append({name: p[k].detach().to("cpu", copy=True) for name, p in params.items()})
-    return checkpoints
+            problem = _diverged(epoch_loss[k], kept[-1])
+            if problems[k] is None and problem is not None:
+                problems[k] = f"diverged: {problem} in epoch {epoch + 1} of {epochs}"
+    leaves = {name: p.detach().requires_grad_() for name, p in params.items()}
+    probe_x = x[:_PROBE].unsqueeze(1).expand(-1, k_models, *x.shape[1:])
+    logits = _stacked_logits(model, leaves, probe_x)
+    probe = F.cross_entropy(logits.flatten(0, 1), y[:_PROBE].repeat(k_models), reduction="sum")
+    grads = torch.autograd.grad(probe, list(leaves.values()))
+    gradient_size = sum(g.abs().flatten(1).sum(dim=1) for g in grads)
+    for k in torch.nonzero(gradient_size == 0).flatten().tolist():
+        problems[k] = problems[k] or f"failed: {_DIED}"
+    return list(zip(checkpoints, problems))
+
+
+def _failures(
+    configs: Sequence[TrainConfig], excluded: Sequence[int | None], problems: Sequence[str | None]
+) -> str:
+    """The models of a batch whose training failed, by position (at most five spelled out)."""
+    failed = [k for k, problem in enumerate(problems) if problem is not None]
+    lines = [f"configs[{k}] = {_describe(configs[k], excluded[k])} {problems[k]}"
+             for k in failed[:5]]
+    if len(failed) > 5:
+        lines.append(f"... and {len(failed) - 5} more")
+    return (f"training failed for {len(failed)} of {len(configs)} models: " + "; ".join(lines)
+            + f"; {_LOWER_LR}")
 
 
 def train_many(
@@ -440,10 +568,19 @@ def train_many(
     Returns
     -------
     list of K TrainedModel, in the order of ``configs``
+
+    Raises
+    ------
+    ValueError
+        If ``data`` is empty, not finite, or does not fit ``model`` (see :func:`check_fits`).
+    TrainingError
+        After every model is trained, if some diverged or died (see :func:`train`), naming each
+        such config by its position in ``configs``.
     """
     configs = list(configs)
     _shared_hyperparameters(configs)
-    _check_data(data)
+    model = _default_model() if model is None else model
+    check_fits(model, init_params(model, configs[0].init_seed), data, "training")
     _check_int("chunk_size", chunk_size, 1)
     excluded = [None] * len(configs) if exclude is None else list(exclude)
     if len(excluded) != len(configs):
@@ -453,17 +590,20 @@ def train_many(
     for i in excluded:
         _check_exclude(i, len(data))
     check_backend(backend, n_jobs)
-    model = _default_model() if model is None else model
     chunks = [
         (configs[start : start + chunk_size], excluded[start : start + chunk_size], data.x,
          data.y, model, device)
         for start in range(0, len(configs), chunk_size)
     ]
-    checkpoints: list[list[Params]] = []
+    results: list[tuple[list[Params], str | None]] = []
     with tqdm(total=len(chunks), disable=not progress, desc="train_many", unit="chunk") as bar:
         for done in run_chunks(_train_chunk, chunks, backend=backend, n_jobs=n_jobs):
-            checkpoints += done
+            results += done
             bar.update(1)
+    problems = [problem for _, problem in results]
+    if any(problem is not None for problem in problems):
+        raise TrainingError(_failures(configs, excluded, problems))
+    n_train, train_fingerprint = len(data), fingerprint(data)
     return [
         TrainedModel(
             model=model,
@@ -472,8 +612,10 @@ def train_many(
             lrs=[float(config.lr)] * config.epochs,
             config=config,
             excluded=i,
+            n_train=n_train,
+            train_fingerprint=train_fingerprint,
         )
-        for config, i, kept in zip(configs, excluded, checkpoints)
+        for config, i, (kept, _) in zip(configs, excluded, results)
     ]
 
 

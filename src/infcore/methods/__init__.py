@@ -3,7 +3,9 @@
 ``method(trained, train, test, **options) -> ndarray of shape (n_test, n_train)``, float64, where
 ``scores[t, i]`` is the influence of training example ``i`` on test example ``t`` and positive
 means helpful (training on ``i`` lowers the loss on ``t``). :data:`METHODS` maps the book's method
-names to the functions; :func:`compute_scores` calls one by name.
+names to the functions; :func:`compute_scores` calls one by name, after checking its inputs
+(finite, non-empty, fitting the model, and ``train`` the very split the model was trained on) and
+before returning scores that it has checked to be finite.
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ from collections.abc import Callable
 
 import numpy as np
 
-from infcore.data import Split
+from infcore.data import Split, fingerprint
 from infcore.methods.gradients import grad_cos, grad_dot, per_example_grads
 from infcore.methods.influence import hessian, influence_function
 from infcore.methods.loo import leave_one_out
 from infcore.methods.representer import representer
 from infcore.methods.tracin import tracin_cp, tracin_ideal
-from infcore.training import TrainedModel
+from infcore.training import TrainedModel, check_fits
 
 Method = Callable[..., np.ndarray]
 
@@ -56,10 +58,42 @@ def compute_scores(
     Returns
     -------
     scores : ndarray of shape (n_test, n_train), float64
+
+    Raises
+    ------
+    ValueError
+        For an unknown method; a split that is empty, not finite or does not fit the model
+        (naming the split and the first bad example or its shape); a ``train`` split other than
+        the one the model was trained on (naming both fingerprints); scores that hold nan or inf
+        (naming the method and the model).
     """
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; allowed: {', '.join(METHODS)}")
-    return METHODS[name](trained, train, test, **options)
+    for split, split_name in ((train, "train"), (test, "test")):
+        check_fits(trained.model, trained.params, split, split_name)
+    if train.x.shape[1:] != test.x.shape[1:]:
+        raise ValueError(f"train and test inputs must have the same shape per example, got "
+                         f"{tuple(train.x.shape)} and {tuple(test.x.shape)}")
+    _check_trained_on(trained, train)
+    scores = METHODS[name](trained, train, test, **options)
+    bad = ~np.isfinite(scores)
+    if bad.any():
+        raise ValueError(f"{name} gave {np.count_nonzero(bad)} nan or inf scores of {bad.size} for "
+                         f"the model trained with {trained.config}; no metric can use them")
+    return scores
+
+
+def _check_trained_on(trained: TrainedModel, train: Split) -> None:
+    """Refuse ``train`` unless it is the split ``trained`` recorded (if it recorded one)."""
+    if trained.train_fingerprint is None:
+        return
+    given = fingerprint(train)
+    if len(train) != trained.n_train or given != trained.train_fingerprint:
+        raise ValueError(
+            f"the model was trained on a split of {trained.n_train} examples with fingerprint "
+            f"{trained.train_fingerprint[:16]}, but train has {len(train)} examples with "
+            f"fingerprint {given[:16]}: score a model only against its own training split"
+        )
 
 
 __all__ = [
