@@ -1,6 +1,8 @@
-"""captum's TracInCP on an infcore model: the independent reference for ``tracin_cp``.
+"""captum on an infcore model: the independent references for ``tracin_cp`` and
+``influence_function``.
 
-Shared by ``tests/test_methods_tracin.py`` and ``benchmarks/bench_methods.py``.
+Shared by ``tests/test_methods_tracin.py``, ``tests/test_own_model.py`` and
+``benchmarks/bench_methods.py``.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from captum.influence import TracInCP
+from captum.influence import NaiveInfluenceFunction, TracInCP
 from torch import nn
 from torch.utils.data import TensorDataset
 
@@ -47,3 +49,34 @@ def captum_tracin_cp(
         # captum marks the test images as requiring gradients itself, and says so.
         warnings.filterwarnings("ignore", message="Input Tensor 0 did not already require")
         return tracin.influence((test_split.x, test_split.y)).double().numpy()
+
+
+def captum_influence(
+    trained: TrainedModel, train_split: Split, test_split: Split, folder: Path, hessian_reg: float
+) -> np.ndarray:
+    """captum's ``NaiveInfluenceFunction`` (exact Hessian, every eigenvector kept), shape
+    (n_test, n_train). captum's Hessian is that of the *summed* loss: it equals
+    ``n_train * (H_mean + hessian_reg / n_train)``, so these scores are infcore's with
+    ``damping = hessian_reg / n_train``, divided by ``n_train``."""
+    path = str(Path(folder) / "final.pt")
+    torch.save(trained.params, path)
+
+    def load(model: nn.Module, path: str) -> float:
+        model.load_state_dict(torch.load(path), strict=False)
+        return 1.0
+
+    size = sum(p.numel() for p in trained.params.values())
+    influence = NaiveInfluenceFunction(
+        copy.deepcopy(trained.model),
+        TensorDataset(train_split.x, train_split.y),
+        path,
+        checkpoints_load_func=load,
+        loss_fn=nn.CrossEntropyLoss(reduction="none"),
+        batch_size=len(train_split),
+        projection_dim=size,
+        hessian_reg=hessian_reg,
+        hessian_inverse_tol=1e-12,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return influence.influence((test_split.x, test_split.y)).double().numpy()

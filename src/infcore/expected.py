@@ -3,7 +3,8 @@
 The paper samples model states by training models with different initialisation and data-order
 seeds, scores the training examples with each model, and takes the mean. :func:`expected_scores`
 does the averaging and also returns the standard error of that mean, which says how many models
-are enough.
+are enough; :func:`expected_curve` compares the expected scores of two disjoint sets of models as
+the sets grow (Table 2 and its curve).
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 from numpy.typing import ArrayLike
+
+from infcore import stability
 
 
 def _stack(scores: Sequence[ArrayLike] | np.ndarray) -> np.ndarray:
@@ -67,3 +71,37 @@ def expected_scores(scores: Sequence[ArrayLike] | np.ndarray) -> tuple[np.ndarra
     if n_models == 1:
         return mean, np.full(mean.shape, np.nan)
     return mean, stacked.std(axis=0, ddof=1) / np.sqrt(n_models)
+
+
+def expected_curve(
+    set_a: Sequence[ArrayLike], set_b: Sequence[ArrayLike], sizes: Sequence[int], q: float = 90.0
+) -> pd.DataFrame:
+    """Agreement of the expected scores of the first m models of two disjoint sets, for each m.
+
+    For m = 1 (the single-model baseline) the models are compared pair by pair, ``(A_k, B_k)``
+    for every k; for m > 1 the mean scores of ``A[:m]`` and ``B[:m]`` form the single pair.
+
+    Parameters
+    ----------
+    set_a, set_b : sequences of n_models array_like of shape (n_test, n_train)
+        The same method's scores from two sets of models trained with disjoint seeds.
+    sizes : sequence of int
+        Set sizes m, each in ``[1, n_models]``.
+    q : float
+        Percentile of the top set, see :func:`infcore.stability.top_percentile_overlap`.
+
+    Returns
+    -------
+    DataFrame with columns n_models, pair, pearson, spearman, top_overlap
+        One row per compared pair: the means over test examples of :func:`infcore.stability.row_metrics`.
+    """
+    rows = []
+    for m in sizes:
+        if m == 1:
+            pairs = [(set_a[k], set_b[k]) for k in range(min(len(set_a), len(set_b)))]
+        else:
+            pairs = [(expected_scores(set_a[:m])[0], expected_scores(set_b[:m])[0])]
+        for p, (a, b) in enumerate(pairs):
+            summary = stability.row_metrics(a, b, q=q).mean()
+            rows.append({"n_models": m, "pair": p, **summary.to_dict()})
+    return pd.DataFrame(rows)

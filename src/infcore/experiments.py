@@ -21,7 +21,7 @@ from tqdm import tqdm
 from infcore import poisoning, stability
 from infcore.cache import Cache
 from infcore.data import DATASETS, Split, fingerprint, load_dataset
-from infcore.expected import expected_scores
+from infcore.expected import expected_curve, expected_scores
 from infcore.methods import METHODS, REVISIONS, compute_scores
 from infcore.methods.influence import hessian, influence_function, smallest_working_damping
 from infcore.methods.loo import rounding_noise
@@ -364,18 +364,12 @@ def expected_stability(
         set_a = experiment.scores(method, model_sets(n_models, base_here, 0), **options.get(method, {}))
         set_b = experiment.scores(method, model_sets(n_models, base_here, n_models),
                                   **options.get(method, {}))
-        for m in sizes:
-            if m == 1:
-                pairs = [(set_a[k], set_b[k]) for k in range(n_models)]
-            else:
-                pairs = [(expected_scores(set_a[:m])[0], expected_scores(set_b[:m])[0])]
-            for p, (a, b) in enumerate(pairs):
-                for matrix, which in ((a, "A"), (b, "B")):
-                    stability.check_informative(matrix, f"{method} scores of set {which} ({m} "
-                                                f"models, pair {p})")
-                summary = stability.row_metrics(a, b, q=q).mean()
-                frames.append({"method": method, "n_models": m, "pair": p, **summary.to_dict()})
-    return pd.DataFrame(frames)
+        for which, models in (("A", set_a), ("B", set_b)):
+            for k, matrix in enumerate(models):
+                stability.check_informative(matrix, f"{method} scores of model {k} of set {which}")
+        frames.append(expected_curve(set_a, set_b, sizes, q).assign(method=method))
+    columns = ["method", "n_models", "pair", *stability.METRICS]
+    return pd.concat(frames, ignore_index=True)[columns]
 
 
 

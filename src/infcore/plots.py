@@ -221,3 +221,46 @@ def poisoning_bars(bars: pd.DataFrame) -> plt.Figure:
     ax.tick_params(axis="x", rotation=20)
     fig.tight_layout()
     return fig
+
+
+def proponents_opponents(
+    scores: np.ndarray,
+    train: Split,
+    test: Split,
+    test_indices: Sequence[int],
+    *,
+    k: int = 3,
+    image_shape: tuple[int, int] | None = None,
+) -> plt.Figure:
+    """Each chosen test image beside its ``k`` top proponents and ``k`` top opponents.
+
+    Parameters
+    ----------
+    scores : ndarray of shape (n_test, n_train)
+        One method's scores (positive = helpful).
+    train, test : Split
+        Their inputs are images, or flat vectors that ``image_shape`` reshapes.
+    test_indices : sequence of int
+        The test examples to show, one row each.
+    k : int
+        Proponents and opponents per row.
+    image_shape : (int, int), optional
+        Height and width of an image; by default the last two dimensions of the inputs.
+    """
+    shape = tuple(train.x.shape[-2:]) if image_shape is None else tuple(image_shape)
+    fig, axes = plt.subplots(len(test_indices), 2 * k + 1, squeeze=False,
+                             figsize=(1.1 * (2 * k + 1), 1.3 * len(test_indices)))
+    for row, t in zip(axes, test_indices):
+        order = np.argsort(-scores[t], kind="stable")
+        shown = [("test", test, t)]
+        shown += [("+", train, i) for i in order[:k]] + [("-", train, i) for i in order[::-1][:k]]
+        for ax, (role, split, i) in zip(row, shown):
+            ax.imshow(split.x[i].reshape(shape).numpy(), cmap="gray_r")
+            label = int(split.y[i])
+            title = f"test {label}" if role == "test" else f"{role} {label} ({scores[t, i]:+.2g})"
+            ax.set_title(title, fontsize=7, color={"test": "black", "+": "tab:green",
+                                                  "-": "tab:red"}[role])
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.tight_layout()
+    return fig

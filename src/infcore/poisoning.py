@@ -19,6 +19,7 @@ from infcore.data import Split, poison
 from infcore.expected import expected_scores
 from infcore.training import TrainedModel, accuracy
 
+#: the three groups of training examples of Figure 3
 GROUPS = ("poisoned", "clean source", "clean target")
 
 

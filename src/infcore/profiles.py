@@ -25,6 +25,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "04_expected_influence": {"profile": "quick", **_QUICK_SWEEP, "n_models": 3, "sizes": [1, 2, 3]},
         "05_poisoning": {"profile": "quick", "n_train": 200, "n_test": 40, "n_poison": 20,
                          "n_test_poison": 20, "n_models": 3},
+        "09_your_model": {},
     },
     "paper": {
         "01_chairs": {},
@@ -39,6 +40,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         # poisoned test images, hence 10.
         "05_poisoning": {"profile": "paper", **_PAPER_SWEEP, "n_poison": 100, "n_test_poison": 100,
                          "n_models": 20, "lr": 0.1, "ideal_epochs": 10},
+        "09_your_model": {},
     },
 }
 

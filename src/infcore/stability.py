@@ -43,6 +43,7 @@ import pandas as pd
 from numpy.typing import ArrayLike
 from scipy.stats import rankdata
 
+#: the three agreement metrics of Tables 1 and 2, as named in every table
 METRICS = ("pearson", "spearman", "top_overlap")
 
 

@@ -28,10 +28,28 @@ from torch.func import functional_call, vmap
 from tqdm import tqdm
 
 from infcore.data import Split, check_split, fingerprint
+from infcore.errors import NotPerExampleLossError
 from infcore.models import Params, SmallCNN, init_params
 from infcore.parallel import check_backend, run_chunks
 
 StepCallback = Callable[[int, torch.Tensor, Params, Params], None]
+#: ``loss(outputs, y) -> Tensor of shape (n,)``: one loss value per example, no reduction
+PerExampleLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of each example: the loss of every model that infcore trains.
+
+    Parameters
+    ----------
+    logits : Tensor of shape (n, n_classes)
+    y : Tensor of shape (n,), int64
+
+    Returns
+    -------
+    Tensor of shape (n,)
+    """
+    return F.cross_entropy(logits, y, reduction="none")
 
 
 class TrainingError(ValueError):
@@ -89,7 +107,10 @@ class TrainConfig:
 
 @dataclass
 class TrainedModel:
-    """A trained network: its architecture, final weights and per-epoch checkpoints.
+    """A trained network: its architecture, final weights, checkpoints and training objective.
+
+    :func:`train` and :func:`train_many` make one; :func:`infcore.own_model.from_model` wraps a
+    network trained by any other code (then ``config`` is None).
 
     Attributes
     ----------
@@ -98,11 +119,13 @@ class TrainedModel:
     params : dict of str to Tensor
         Final weights (float32, detached, on the CPU).
     checkpoints : list of dict of str to Tensor
-        Weights at the end of each epoch; ``checkpoints[-1]`` equals ``params``.
+        Weights at the end of each epoch (``checkpoints[-1]`` equals ``params``), or at the points
+        where a user's training saved them; may be empty for a wrapped model.
     lrs : list of float
         Learning rate used during each epoch, ``len(lrs) == len(checkpoints)``.
-    config : TrainConfig
-        The configuration that produced the model.
+    config : TrainConfig or None
+        The configuration that produced the model; None for a model trained by other code, which
+        infcore cannot replay (leave-one-out then needs a ``retrain`` function).
     excluded : int or None
         Index of the training example left out, if any.
     n_train : int or None
@@ -110,22 +133,45 @@ class TrainedModel:
     train_fingerprint : str or None
         :func:`infcore.data.fingerprint` of the training split; scoring the model against another
         split is refused.
+    loss : callable
+        Per-example loss ``loss(outputs, y) -> (n,)`` whose gradients the methods take;
+        :func:`cross_entropy` by default.
+    weight_decay : float or None
+        Coefficient ``lambda`` of the ``lambda / 2 * ||theta||^2`` term of the training objective
+        (its Hessian, the representer penalty); None takes ``config.weight_decay``, or 0 without a
+        config.
     """
 
     model: nn.Module
     params: Params
     checkpoints: list[Params]
     lrs: list[float]
-    config: TrainConfig
+    config: TrainConfig | None
     excluded: int | None = None
     n_train: int | None = None
     train_fingerprint: str | None = None
+    loss: PerExampleLoss = cross_entropy
+    weight_decay: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.weight_decay is None:
+            self.weight_decay = 0.0 if self.config is None else float(self.config.weight_decay)
+        elif self.config is not None and self.weight_decay != self.config.weight_decay:
+            raise ValueError(
+                f"weight_decay={self.weight_decay!r} differs from config.weight_decay="
+                f"{self.config.weight_decay!r}; give one of them"
+            )
 
 
 def per_example_loss(
-    model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor
+    model: nn.Module,
+    params: Params,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    loss: PerExampleLoss = cross_entropy,
 ) -> torch.Tensor:
-    """Cross-entropy of each example under ``params`` (no weight-decay term).
+    """Loss of each example under ``params`` (no weight-decay term); cross-entropy by default.
 
     Parameters
     ----------
@@ -133,15 +179,28 @@ def per_example_loss(
         Architecture.
     params : dict of str to Tensor
         Weights to use instead of the module's own.
-    x : Tensor of shape (n, 1, 28, 28)
-    y : Tensor of shape (n,), int64
+    x : Tensor of shape (n, ...)
+    y : Tensor of shape (n, ...)
+    loss : callable
+        ``loss(model outputs, y)``, which must return a tensor of shape (n,).
 
     Returns
     -------
     Tensor of shape (n,)
+
+    Raises
+    ------
+    NotPerExampleLossError
+        When ``loss`` returns another shape (a mean- or sum-reduced loss, for example).
     """
-    logits = functional_call(model, params, (x,))
-    return F.cross_entropy(logits, y, reduction="none")
+    values = loss(functional_call(model, params, (x,)), y)
+    if values.shape != (len(y),):
+        raise NotPerExampleLossError(
+            f"the loss must return one value per example, shape ({len(y)},), but returned shape "
+            f"{tuple(values.shape)}: use a loss without reduction, e.g. "
+            "nn.CrossEntropyLoss(reduction='none')"
+        )
+    return values
 
 
 def epoch_order(n: int, order_seed: int, epoch: int, exclude: int | None = None) -> torch.Tensor:
@@ -619,8 +678,15 @@ def train_many(
     ]
 
 
-def losses_float64(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of each example, evaluated in float64 from the (float32) weights.
+def losses_float64(
+    model: nn.Module,
+    params: Params,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    loss: PerExampleLoss = cross_entropy,
+) -> torch.Tensor:
+    """Loss of each example (cross-entropy by default), evaluated in float64 from the weights.
 
     A confidently classified example has a loss near zero, where a float32 evaluation moves in steps
     of about 1.2e-7 (the float32 spacing near 1 inside the log-sum-exp): differences of such losses,
@@ -631,25 +697,30 @@ def losses_float64(model: nn.Module, params: Params, x: torch.Tensor, y: torch.T
     ----------
     model : nn.Module
     params : dict of str to Tensor
-    x : Tensor of shape (n, 1, 28, 28)
+    x : Tensor of shape (n, ...), floating point
     y : Tensor of shape (n,), int64
+    loss : callable
+        Per-example loss, see :func:`per_example_loss`.
 
     Returns
     -------
     Tensor of shape (n,), float64, no gradient
     """
     with torch.no_grad():
-        return per_example_loss(model, {k: v.double() for k, v in params.items()}, x.double(), y)
+        return per_example_loss(model, {k: v.double() for k, v in params.items()}, x.double(), y,
+                                loss=loss)
 
 
 def test_loss(trained: TrainedModel, data: Split) -> torch.Tensor:
-    """Cross-entropy of each example of ``data`` under the final weights (see :func:`losses_float64`).
+    """Loss (``trained.loss``) of each example of ``data`` under the final weights, in float64.
+
+    See :func:`losses_float64`.
 
     Returns
     -------
     Tensor of shape (n,), float64, on the CPU
     """
-    return losses_float64(trained.model, trained.params, data.x, data.y).cpu()
+    return losses_float64(trained.model, trained.params, data.x, data.y, loss=trained.loss).cpu()
 
 
 def accuracy(trained: TrainedModel, data: Split) -> float:

@@ -238,6 +238,14 @@ PAGES: dict[str, tuple[dict[str, Rule], Callable[[Mapping[str, Any]], None]]] = 
                       "n_test_poison": _integer(1), "poison_seed": _integer(0),
                       "ideal_epochs": _integer(1)}, _poisoning),
     "06_paper_scale": ({"results_path": _text("a folder path", optional=False)}, _nothing),
+    "09_your_model": ({"n_train": _integer(2), "n_test": _integer(1), "data_seed": _integer(0),
+                       "hidden": _integer(1), "steps": _integer(1), "lr": _number(positive=True),
+                       "checkpoint_every": _integer(1), "seeds": _integers(0, least=2),
+                       "audit_method": _one_of(["influence_function", "tracin_cp", "representer",
+                                                "grad_dot", "grad_cos"]),
+                       "target_pearson": _finite},
+                      lambda p: _at_most("n_train", p["n_train"] + p["n_test"], 1797,
+                                         "n_train + n_test of scikit-learn's 1,797 digits")),
 }
 
 

@@ -29,6 +29,7 @@ Method = Callable[..., np.ndarray]
 #: TracInIdeal evaluates their loss differences in float64 (:func:`infcore.training.losses_float64`).
 REVISIONS: dict[str, int] = {"leave_one_out": 2, "tracin_ideal": 2}
 
+#: the book's method names, mapped to the functions that compute their scores
 METHODS: dict[str, Method] = {
     "leave_one_out": leave_one_out,
     "influence_function": influence_function,

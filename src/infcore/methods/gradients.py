@@ -1,7 +1,7 @@
 """Per-example gradients, and the two heuristics built on them: Grad-Dot and Grad-Cos.
 
-Every gradient here is that of one example's cross-entropy (no weight-decay term) with respect to
-all parameters, flattened in the order of ``model.named_parameters()``. They are computed with
+Every gradient here is that of one example's loss (``trained.loss``, cross-entropy for the models
+that infcore trains; no weight-decay term) with respect to all parameters, flattened in the order of ``model.named_parameters()``. They are computed with
 ``torch.func.vmap`` over ``torch.func.grad``, in chunks of examples that bound the memory.
 """
 
@@ -14,7 +14,7 @@ from torch.func import grad, vmap
 
 from infcore.data import Split
 from infcore.models import Params
-from infcore.training import TrainedModel, per_example_loss
+from infcore.training import PerExampleLoss, TrainedModel, cross_entropy, per_example_loss
 
 
 def check_chunk_size(chunk_size: object) -> None:
@@ -32,8 +32,9 @@ def per_example_grads(
     y: torch.Tensor,
     *,
     chunk_size: int = 256,
+    loss: PerExampleLoss = cross_entropy,
 ) -> torch.Tensor:
-    """Gradient of each example's cross-entropy with respect to all parameters.
+    """Gradient of each example's loss (cross-entropy by default) with respect to all parameters.
 
     Parameters
     ----------
@@ -45,6 +46,9 @@ def per_example_grads(
     y : Tensor of shape (n,), int64
     chunk_size : int
         Examples per vectorised call, >= 1; bounds the memory.
+    loss : callable
+        Per-example loss ``loss(outputs, y) -> (n,)``, see
+        :func:`infcore.training.per_example_loss`.
 
     Returns
     -------
@@ -54,7 +58,7 @@ def per_example_grads(
     check_chunk_size(chunk_size)
 
     def one_loss(p: Params, xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
-        return per_example_loss(model, p, xi.unsqueeze(0), yi.unsqueeze(0))[0]
+        return per_example_loss(model, p, xi.unsqueeze(0), yi.unsqueeze(0), loss=loss)[0]
 
     detached = {name: p.detach() for name, p in params.items()}
     grads = vmap(grad(one_loss), in_dims=(None, 0, 0), chunk_size=chunk_size)(detached, x, y)
@@ -63,7 +67,7 @@ def per_example_grads(
 
 def _split_grads(trained: TrainedModel, params: Params, data: Split) -> torch.Tensor:
     """Per-example gradients of ``data`` under ``params``, as float64 of shape (n, P)."""
-    return per_example_grads(trained.model, params, data.x, data.y).double()
+    return per_example_grads(trained.model, params, data.x, data.y, loss=trained.loss).double()
 
 
 def grad_dot(trained: TrainedModel, train: Split, test: Split) -> np.ndarray:

@@ -17,9 +17,14 @@ from torch import nn
 from torch.func import grad, jvp, vmap
 
 from infcore.data import Split
+from infcore.errors import HessianTooLargeError
 from infcore.methods.gradients import check_chunk_size, per_example_grads
 from infcore.models import Params, n_params
-from infcore.training import TrainedModel, per_example_loss
+from infcore.training import PerExampleLoss, TrainedModel, cross_entropy, per_example_loss
+
+#: the most parameters :func:`influence_function` forms an exact Hessian for by default: its
+#: float64 copies then take about 3 * 8 * P^2 bytes, 2.4 GB at this size
+MAX_EXACT_HESSIAN_PARAMS = 10_000
 
 
 def _layers(names: list[str]) -> list[list[str]]:
@@ -42,6 +47,7 @@ def _tail_columns(
     first: int,
     count: int,
     chunk_size: int,
+    loss: PerExampleLoss,
 ) -> torch.Tensor:
     """Hessian columns of parameter tensors ``first .. first + count - 1``, rows from ``first`` on.
 
@@ -59,8 +65,8 @@ def _tail_columns(
     own_sizes = [params[k].numel() for k in own_names]
 
     def objective(tail: Params) -> torch.Tensor:
-        loss = per_example_loss(model, {**frozen, **tail}, data.x, data.y).mean()
-        return loss + 0.5 * weight_decay * sum((p * p).sum() for p in tail.values())
+        mean = per_example_loss(model, {**frozen, **tail}, data.x, data.y, loss=loss).mean()
+        return mean + 0.5 * weight_decay * sum((p * p).sum() for p in tail.values())
 
     def tail_gradient(own: torch.Tensor) -> torch.Tensor:
         pieces = own.split(own_sizes)
@@ -80,8 +86,9 @@ def hessian(
     weight_decay: float,
     *,
     chunk_size: int = 16,
+    loss: PerExampleLoss = cross_entropy,
 ) -> torch.Tensor:
-    """Exact Hessian of the mean cross-entropy on ``data`` + ``weight_decay / 2 * ||theta||^2``.
+    """Exact Hessian of the mean loss on ``data`` + ``weight_decay / 2 * ||theta||^2``.
 
     For each layer (the parameter tensors of one module, in the order of ``params``), the
     Hessian-vector products along its basis vectors are taken of the objective as a function of
@@ -105,6 +112,8 @@ def hessian(
         Basis vectors per vectorised Hessian-vector product, >= 1. The memory grows with
         ``chunk_size * len(data)``: for ``SmallCNN`` on 800 examples, about 0.75 GB at 16 (and
         1.3 GB at 32, for no gain in speed).
+    loss : callable
+        Per-example loss (cross-entropy by default), see :func:`infcore.training.per_example_loss`.
 
     Returns
     -------
@@ -122,7 +131,8 @@ def hessian(
     result = torch.zeros(offsets[-1], offsets[-1], dtype=anchor.dtype, device=anchor.device)
     first = 0
     for layer in _layers(list(fixed)):
-        columns = _tail_columns(model, fixed, data, weight_decay, first, len(layer), chunk_size)
+        columns = _tail_columns(model, fixed, data, weight_decay, first, len(layer), chunk_size,
+                               loss)
         start, stop = offsets[first], offsets[first + len(layer)]
         result[start:, start:stop] = columns.T
         result[start:stop, start:] = columns
@@ -166,11 +176,12 @@ def influence_function(
     *,
     damping: float | str = 0.01,
     hess: torch.Tensor | None = None,
+    max_params: int = MAX_EXACT_HESSIAN_PARAMS,
 ) -> np.ndarray:
     """Influence functions: ``grad L(test)^T (H + damping I)^-1 grad L(train)``, final weights.
 
-    ``H`` is the exact Hessian of the training objective (mean cross-entropy on ``train`` plus the
-    weight-decay term), so for a convex model ``scores / n_train`` approximates leave-one-out
+    ``H`` is the exact Hessian of the training objective (mean ``trained.loss`` on ``train`` plus the
+    weight-decay term ``trained.weight_decay``), so for a convex model ``scores / n_train`` approximates leave-one-out
     retraining, ``loss_without_i(t) - loss_with_all(t)``. A trained network's Hessian is often
     indefinite; the damping must then exceed minus its smallest eigenvalue.
 
@@ -185,8 +196,11 @@ def influence_function(
         :func:`smallest_working_damping` of this model's Hessian (minus its smallest eigenvalue plus
         :data:`AUTO_DAMPING_MARGIN`), so the same setting works for every model of a sweep.
     hess : Tensor of shape (P, P), optional
-        ``hessian(trained.model, trained.params, train, trained.config.weight_decay)``, when already
-        computed (e.g. to try several dampings).
+        ``hessian(trained.model, trained.params, train, trained.weight_decay, loss=trained.loss)``,
+        when already computed (e.g. to try several dampings).
+    max_params : int
+        Largest parameter count P for which the exact Hessian is formed (see
+        :data:`MAX_EXACT_HESSIAN_PARAMS`); raise it knowingly, the memory grows as P^2.
 
     Returns
     -------
@@ -197,13 +211,24 @@ def influence_function(
     ValueError
         When ``H + damping I`` is not positive definite; the message gives the smallest eigenvalue
         of ``H``, and so the smallest damping that works.
+    HessianTooLargeError
+        When the model has more than ``max_params`` parameters; the message gives the memory the
+        Hessian would take.
     """
     damping = _check_damping(damping)
     size = n_params(trained.params)
+    if size > max_params:
+        raise HessianTooLargeError(
+            f"influence_function forms the exact Hessian, which is limited to max_params="
+            f"{max_params:,} parameters; this model has {size:,}, so its Hessian would take about "
+            f"{3 * 8 * size**2 / 1e9:.1f} GB (three float64 copies of {size:,} x {size:,}). Score "
+            "a smaller model or only its head, or pass a larger max_params"
+        )
     if hess is not None and tuple(hess.shape) != (size, size):
         raise ValueError(f"hess must have shape ({size}, {size}), got {tuple(hess.shape)}")
     if hess is None:
-        hess = hessian(trained.model, trained.params, train, trained.config.weight_decay)
+        hess = hessian(trained.model, trained.params, train, trained.weight_decay,
+                       loss=trained.loss)
     if damping == "auto":
         damping = smallest_working_damping(hess)
     damped = hess.detach().to("cpu", torch.float64) + damping * torch.eye(size, dtype=torch.float64)
@@ -215,7 +240,9 @@ def influence_function(
             f"eigenvalue of the Hessian is {smallest:.6g}, so damping must be > "
             f"{max(-smallest, 0):.6g}"
         )
-    g_train = per_example_grads(trained.model, trained.params, train.x, train.y).double()
-    g_test = per_example_grads(trained.model, trained.params, test.x, test.y).double()
+    g_train = per_example_grads(trained.model, trained.params, train.x, train.y,
+                                loss=trained.loss).double()
+    g_test = per_example_grads(trained.model, trained.params, test.x, test.y,
+                               loss=trained.loss).double()
     solved = torch.cholesky_solve(g_train.T, factor)  # (P, n_train)
     return (g_test @ solved).numpy()

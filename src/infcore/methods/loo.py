@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from infcore.data import Split
+from infcore.errors import MissingPartError
 from infcore.training import TrainedModel, test_loss, train_many
 
 
@@ -19,6 +23,7 @@ def leave_one_out(
     device: str | torch.device = "cpu",
     backend: str | None = None,
     n_jobs: int | None = None,
+    retrain: Callable[[Split], TrainedModel] | None = None,
 ) -> np.ndarray:
     """``loss_without_i(t) - loss_with_all(t)`` for every training example ``i``.
 
@@ -45,11 +50,36 @@ def leave_one_out(
         dask Client (see :func:`infcore.training.train_many`); the scores are the same.
     n_jobs : int or None
         Worker processes of ``backend="loky"``; None otherwise.
+    retrain : callable, optional
+        For a model trained by your own code (``trained.config`` is None): ``retrain(data)``
+        trains the same way on ``data`` (``train`` without one example, in the order of
+        ``train``) and returns a :class:`~infcore.training.TrainedModel`, e.g. from
+        :func:`infcore.own_model.from_model`. Fix its seeds, so that the scores measure the
+        example and not the run. It is called once per training example, one after another
+        (``chunk_size``, ``device``, ``backend`` and ``n_jobs`` are then unused).
 
     Returns
     -------
     scores : ndarray of shape (n_test, n_train), float64
+
+    Raises
+    ------
+    MissingPartError
+        When ``trained`` has no config and no ``retrain`` is given.
     """
+    if retrain is not None:
+        with_all = test_loss(trained, test)
+        columns = []
+        for i in tqdm(range(len(train)), disable=not progress, desc="leave_one_out"):
+            kept = torch.cat([torch.arange(i), torch.arange(i + 1, len(train))])
+            columns.append(test_loss(retrain(train.subset(kept)), test) - with_all)
+        return torch.stack(columns, dim=1).numpy()
+    if trained.config is None:
+        raise MissingPartError(
+            "leave_one_out retrains the model without each training example: this model was not "
+            "trained by infcore.training, so pass retrain=, a function data -> TrainedModel that "
+            "trains it your way"
+        )
     if trained.excluded is not None:
         raise ValueError(
             "leave_one_out needs a model trained on all of `train`, but this one left out example "

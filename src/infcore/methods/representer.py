@@ -14,18 +14,30 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad
 from torch.func import hessian as torch_hessian
 
 from infcore.data import Split
+from infcore.errors import MissingPartError
 from infcore.models import Params
-from infcore.training import TrainedModel
+from infcore.training import PerExampleLoss, TrainedModel, cross_entropy
 
 
 def last_hidden(model: nn.Module, params: Params, x: torch.Tensor) -> torch.Tensor:
-    """``model.features(x)`` under ``params``: the last hidden layer, of shape (n, n_features)."""
+    """``model.features(x)`` under ``params``: the last hidden layer, of shape (n, n_features).
+
+    Raises
+    ------
+    MissingPartError
+        When ``model`` has no ``features`` method.
+    """
+    if not callable(getattr(model, "features", None)):
+        raise MissingPartError(
+            f"representer needs the model's last hidden layer: {type(model).__name__} has no "
+            "features(x) method; add one that returns the input of the last (bias-free) linear "
+            "layer, so that forward(x) == head(features(x))"
+        )
     network = copy.deepcopy(model)
     network.load_state_dict(params)
     with torch.no_grad():
@@ -56,10 +68,12 @@ def refit_last_layer(
     *,
     tol: float = 1e-10,
     max_iter: int = 100,
+    loss: PerExampleLoss = cross_entropy,
 ) -> torch.Tensor:
-    """Minimise ``mean_i CE(W f_i, y_i) + lam * ||W||^2`` over ``W`` by Newton's method (float64).
+    """Minimise ``mean_i L(W f_i, y_i) + lam * ||W||^2`` over ``W`` by Newton's method (float64).
 
-    The problem is strictly convex for ``lam > 0``; backtracking keeps every step a descent step.
+    For the cross-entropy (and any convex loss) the problem is strictly convex for ``lam > 0``;
+    backtracking keeps every step a descent step.
 
     Parameters
     ----------
@@ -73,6 +87,8 @@ def refit_last_layer(
         Stop when the gradient's Euclidean norm is at most ``tol``.
     max_iter : int
         Most Newton steps.
+    loss : callable
+        Per-example loss ``L(logits, y) -> (n,)``; cross-entropy by default.
 
     Returns
     -------
@@ -87,7 +103,7 @@ def refit_last_layer(
     shape = start.shape
 
     def objective(w: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(f64 @ w.reshape(shape).T, y) + lam * (w * w).sum()
+        return loss(f64 @ w.reshape(shape).T, y).mean() + lam * (w * w).sum()
 
     w = start.detach().double().reshape(-1)
     for _ in range(max_iter):
@@ -115,8 +131,8 @@ def representer_weights(
     trained : TrainedModel
     train : Split of n examples
     lam : float, optional
-        Penalty ``lam * ||W||^2``, > 0; by default ``weight_decay / 2``, the penalty of the training
-        objective.
+        Penalty ``lam * ||W||^2``, > 0; by default ``trained.weight_decay / 2``, the penalty of the
+        training objective (a model trained without weight decay needs an explicit ``lam``).
 
     Returns
     -------
@@ -127,7 +143,7 @@ def representer_weights(
     weight : Tensor of shape (n_classes, n_features), float64
         Refitted last layer; equals ``alpha.T @ features`` at stationarity.
     """
-    lam = trained.config.weight_decay / 2 if lam is None else lam
+    lam = trained.weight_decay / 2 if lam is None else lam
     is_number = isinstance(lam, (int, float)) and not isinstance(lam, bool)
     if not is_number or not math.isfinite(lam) or lam <= 0:
         raise ValueError(
@@ -136,10 +152,10 @@ def representer_weights(
         )
     features = last_hidden(trained.model, trained.params, train.x)
     name = _last_layer(trained, features, train.x)
-    weight = refit_last_layer(features, train.y, trained.params[name], lam)
+    weight = refit_last_layer(features, train.y, trained.params[name], lam, loss=trained.loss)
     features = features.double()
-    probabilities = torch.softmax(features @ weight.T, dim=1)
-    d_loss = probabilities - F.one_hot(train.y, probabilities.shape[1]).double()
+    # the loss is per example, so the gradient of its sum holds each example's dL_i / dPhi_i
+    d_loss = grad(lambda phi: trained.loss(phi, train.y).sum())(features @ weight.T)
     alpha = -d_loss / (2 * lam * len(train))
     return alpha, features, weight
 
@@ -155,11 +171,12 @@ def representer(
     Parameters
     ----------
     trained : TrainedModel
-        Its model must have ``features(x)`` and logits ``features(x) @ W.T`` (like ``SmallCNN``).
+        Its model must have ``features(x)`` and logits ``features(x) @ W.T`` (like ``SmallCNN``):
+        the head is its last parameter, a linear layer without bias.
     train : Split of n_train examples
     test : Split of n_test examples
     lam : float, optional
-        Penalty of the refit, > 0; by default ``trained.config.weight_decay / 2``.
+        Penalty of the refit, > 0; by default ``trained.weight_decay / 2``.
 
     Returns
     -------

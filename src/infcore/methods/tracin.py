@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from infcore.data import Split
+from infcore.errors import MissingPartError
 from infcore.methods.gradients import per_example_grads
 from infcore.models import Params
 from infcore.training import TrainedModel, losses_float64, train as train_model
@@ -25,11 +26,23 @@ def tracin_cp(trained: TrainedModel, train: Split, test: Split) -> np.ndarray:
     Returns
     -------
     scores : ndarray of shape (n_test, n_train), float64
+
+    Raises
+    ------
+    MissingPartError
+        When ``trained`` has no checkpoints.
     """
+    if not trained.checkpoints:
+        raise MissingPartError(
+            "tracin_cp needs checkpoints and their learning rates: pass checkpoints=[state dicts "
+            "or files] and lrs=[...] to infcore.own_model.from_model"
+        )
     scores = torch.zeros(len(test), len(train), dtype=torch.float64)
     for params, lr in zip(trained.checkpoints, trained.lrs):
-        g_train = per_example_grads(trained.model, params, train.x, train.y).double()
-        g_test = per_example_grads(trained.model, params, test.x, test.y).double()
+        g_train = per_example_grads(trained.model, params, train.x, train.y,
+                                    loss=trained.loss).double()
+        g_test = per_example_grads(trained.model, params, test.x, test.y,
+                                   loss=trained.loss).double()
         scores += lr * (g_test @ g_train.T)
     return scores.numpy()
 
@@ -65,7 +78,15 @@ def tracin_ideal(
     ValueError
         When the batch size is not 1, or the replay does not end at ``trained.params`` (the model
         was not trained on ``train`` with its configuration).
+    MissingPartError
+        When ``trained`` was not trained by :mod:`infcore.training` (no ``config`` to replay).
     """
+    if trained.config is None:
+        raise MissingPartError(
+            "tracin_ideal replays the training step by step with infcore.training.train, so it "
+            "needs a model trained by infcore (trained.config); a model trained by your own loop "
+            "cannot be replayed: use tracin_cp with its checkpoints instead"
+        )
     if trained.config.batch_size != 1:
         raise ValueError(
             "tracin_ideal needs a model trained with batch_size=1 (each step then has one "
