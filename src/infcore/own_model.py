@@ -10,18 +10,18 @@ pyDVL's ``model.fit(loader)`` and ``loss``.
 
 What each method needs:
 
-=====================  ====================================================================
-method                 needs
-=====================  ====================================================================
-``grad_dot``           the final weights and the loss
-``grad_cos``           the final weights and the loss
-``tracin_cp``          ``checkpoints`` and their ``lrs``
-``influence_function`` at most ``max_params`` parameters (an exact Hessian), ``weight_decay``
-``representer``        ``model.features(x)`` and a bias-free last layer; ``lam`` when the
-                       objective has no weight decay
-``leave_one_out``      ``retrain=``, a function that trains your way on a given ``Split``
-``tracin_ideal``       a model trained by :func:`infcore.training.train` (not available)
-=====================  ====================================================================
+======================  ===================================================================
+method                  needs
+======================  ===================================================================
+``grad_dot``            the final weights and the loss
+``grad_cos``            the final weights and the loss
+``tracin_cp``           ``checkpoints`` and their ``lrs``
+``influence_function``  at most ``max_params`` parameters (exact Hessian), ``weight_decay``
+``representer``         ``model.features(x)`` and a bias-free last layer; ``lam`` when the
+                        objective has no weight decay
+``leave_one_out``       ``retrain=``, a function that trains your way on a given ``Split``
+``tracin_ideal``        a model trained by :func:`infcore.training.train` (not available)
+======================  ===================================================================
 
 Contents: :func:`from_model`, :func:`as_split`.
 """
