@@ -108,7 +108,7 @@ check("removing both turns the boundary more than 5 times as far as removing eit
 # ```{glue:figure} fig_near_duplicates
 # :name: fig-near-duplicates
 #
-# Two clusters and a pair of near-duplicates of each class (triangles) near the boundary; stars are
+# Figure 1 of the paper, as a computed toy: two clusters and a pair of near-duplicates of each class (triangles) near the boundary; stars are
 # the test points. The boundary of the full fit (solid) barely moves when one green triangle is
 # removed (dashed) but turns when both are (dotted).
 # ```
@@ -160,7 +160,7 @@ check("LOO ranks the plus above the copied original, so the test fails",
 # ```{glue:figure} fig_identical_instance
 # :name: fig-identical-instance
 #
-# The identical-instance toy. (a) The fit on all points; the star is a test copy of the green
+# Figure 2 of the paper, as a computed toy: the identical-instance test. (a) The fit on all points; the star is a test copy of the green
 # triangle. (b) Without the green plus (hollow) the boundary (dashed) moves towards the copy, which
 # changes its loss far more than removing the triangle itself would.
 # ```

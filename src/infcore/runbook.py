@@ -43,6 +43,9 @@ from infcore.profiles import PROFILES, profile_parameters
 from infcore.validation import PAGES, ParameterError, check_page
 
 DEFAULT_PROFILE = "quick"
+#: where the committed book's run (the default profile, no overrides) saves its tables: the
+#: findings on the first page read them back
+QUICK_RESULTS = Path("results") / "quick"
 BOOK_FRAME = ["_config.yml", "_toc.yml"]
 #: longest folder name of a run under _build/runs, its hash suffix included
 NAME_LENGTH = 120
@@ -281,16 +284,24 @@ def _run(args: argparse.Namespace) -> int:
     root = args.root.resolve()
     overrides = {name: parse_value(name, value) for name, value in args.parameter}
     results_dir = None if args.results is None else args.results.resolve()
-    jobs = plan(root, args.profile, overrides, args.only, results_dir, args.overwrite)
-    declared = {src: declared_parameters(src) for src in jobs}
     name = run_name(args.profile, overrides)
     if name is None and results_dir is not None:
         name = args.profile  # injecting results_dir changes the pages: keep the committed book
+    if name is None and args.out is None and not args.only and any(
+            "results_dir" in declared_parameters(src) for src in notebook_sources(root)):
+        # the committed book saves its tables beside it (a fresh record each time) for the
+        # findings of its first page; its pages still read the paper-scale run from results/paper
+        jobs = plan(root, args.profile, {**overrides, "results_dir": str(QUICK_RESULTS)})
+        results_dir, overwrite = root / QUICK_RESULTS, True
+    else:
+        jobs = plan(root, args.profile, overrides, args.only, results_dir, args.overwrite)
+        overwrite = args.overwrite
+    declared = {src: declared_parameters(src) for src in jobs}
     if args.only and name is None and args.out is None:
         raise ParameterError("--only with the default profile and no overrides would leave the "
                              "committed book half re-executed: run `make book`, or pass a profile "
                              "or an override so that the run goes to _build/runs/")
-    if results_dir is not None and args.overwrite:
+    if results_dir is not None and overwrite:
         (results_dir / results.RUN_FILE).unlink(missing_ok=True)
     book_root = root if name is None else root / "_build" / "runs" / name
     pages = book_root / "book" if args.out is None else args.out.resolve()

@@ -218,6 +218,7 @@ _SWEEP_RULES: dict[str, Rule] = {
     "backend": _one_of(BACKENDS),
     "dask_scheduler": _text("the address of a dask scheduler", optional=True),
     "chunk_size": _integer(1), "results_dir": _text("a folder path", optional=True),
+    "paper_results": _text("a folder path", optional=False),
 }
 
 #: page (notebook stem) -> (a rule for each of its parameters, a check of their combination)
@@ -238,6 +239,8 @@ PAGES: dict[str, tuple[dict[str, Rule], Callable[[Mapping[str, Any]], None]]] = 
                       "n_test_poison": _integer(1), "poison_seed": _integer(0),
                       "ideal_epochs": _integer(1)}, _poisoning),
     "06_paper_scale": ({"results_path": _text("a folder path", optional=False)}, _nothing),
+    "intro": ({"quick_results": _text("a folder path", optional=False),
+               "paper_results": _text("a folder path", optional=False)}, _nothing),
 }
 
 
