@@ -93,7 +93,7 @@ glue("live_label", live_label, display=False)
 # Source-class images without (top) and with (bottom) the backdoor trigger.
 # ```
 
-# %%
+# %% tags=["hide-input"]
 clean_train, _ = experiments.Task(n_train=n_train, n_test=n_test, seed=data_seed).load()
 fig = plots.trigger_examples(clean_train, source=0)
 glue("fig_trigger", fig, display=False)

@@ -240,7 +240,7 @@ def poisoning_bars(bars: pd.DataFrame, title: str | None = None) -> plt.Figure:
         Title over the bars (e.g. the run's scale).
     """
     sns.set_theme(style="whitegrid", font_scale=BOOK_FONT_SCALE)
-    fig, ax = plt.subplots(figsize=(10, 4.5))
+    fig, ax = plt.subplots(figsize=(10, 5.5), layout="constrained")
     sns.barplot(data=bars, x="method", y="share", hue="group", ax=ax, errorbar=None)
     groups = list(dict.fromkeys(bars["group"]))
     for container, group in zip(ax.containers, groups):
@@ -249,12 +249,13 @@ def poisoning_bars(bars: pd.DataFrame, title: str | None = None) -> plt.Figure:
         ax.errorbar(xs, rows["share"], yerr=[rows["share"] - rows["low"], rows["high"] - rows["share"]],
                     fmt="none", ecolor="black", capsize=3, linewidth=1)
     ax.axhline(0, color="black", linewidth=0.8)
-    ax.legend(title="training examples", loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=3,
-              frameon=False)
+    handles, labels = ax.get_legend_handles_labels()
+    ax.get_legend().remove()
+    fig.legend(handles, labels, title="training examples", loc="outside lower center", ncol=3,
+               frameon=False)
     ax.set_xlabel("")
     ax.set_ylabel("share of mean influence")
-    ax.tick_params(axis="x", rotation=20)
+    plt.setp(ax.get_xticklabels(), rotation=25, ha="right", rotation_mode="anchor")
     if title:
         ax.set_title(title)
-    fig.tight_layout()
     return fig
