@@ -91,6 +91,8 @@ at_scale = results.load_section(paper_results, "02_instability",
                                 "paper-scale run")
 scale_summary = experiments.table1_summary(at_scale.tables["table1_pairs"])
 glue("paper_label", at_scale.label, display=False)
+print(f"{at_scale.label}; {results.accuracy_line(paper_results, 'table1_accuracy')} "
+      "(the paper: 0.95 to 1.0)")
 display(paper.metric_table(scale_summary, paper.table1(), "perturbation", "pearson").round(3))
 
 # %% [markdown]
@@ -367,7 +369,9 @@ for name, key in [("loo_median", "median_abs_loo"), ("loo_noise_p95", "noise_p95
 display(pd.DataFrame([resolution]))
 
 # %% tags=["remove-cell"]
-if results_dir is not None:  # set by `python -m infcore.runbook` (results/quick, or --results DIR)
-    results.save_tables(results.find(results_dir), {"table1_pairs": pairs,
-                                      "damping_sensitivity": pd.DataFrame([sensitivity]),
-                                      "loo_resolution": pd.DataFrame([resolution])})
+folder = results.destination(results_dir)  # results/quick in `make book`, or --results DIR
+if folder is not None:
+    results.save_tables(folder, {
+        "table1_pairs": pairs, "table1_accuracy": pd.DataFrame({"accuracy": accuracy}),
+        "damping_sensitivity": pd.DataFrame([sensitivity]),
+        "loo_resolution": pd.DataFrame([resolution])})

@@ -91,6 +91,8 @@ at_scale = results.load_section(paper_results, "04_expected_influence", ["table2
 curve_scale = at_scale.tables["table2_curve"].query("dataset == 'mnist'")
 scale_summary = experiments.table2_summary(at_scale.tables["table2_curve"])
 glue("paper_label", at_scale.label, display=False)
+print(f"{at_scale.label}; {results.accuracy_line(paper_results, 'table2_accuracy')} "
+      "(the paper: 0.95 to 1.0)")
 display(paper.metric_table(scale_summary, paper.table2(), "setting", "pearson").round(3))
 
 # %% [markdown]
@@ -210,10 +212,6 @@ for dataset in datasets:
     curves.append(curve.assign(dataset=dataset))
 curve = pd.concat(curves, ignore_index=True)
 
-# %% tags=["remove-cell"]
-if results_dir is not None:  # set by `python -m infcore.runbook` (results/quick, or --results DIR)
-    results.save_tables(results.find(results_dir), {"table2_curve": curve})
-
 # %% tolerance="correlation"
 if skipped:
     print(results.skipped_note(skipped))
@@ -289,3 +287,9 @@ display(checks.set_index("claim")[["numbers"]])
 # for single models (a Pearson correlation near 1) cannot gain much, so "does not hold" for it says
 # less than for a method that starts low. The rows for leave-one-out and influence functions are the
 # ones to read against the paper: it finds that averaging does not rescue them.
+
+# %% tags=["remove-cell"]
+folder = results.destination(results_dir)  # results/quick in `make book`, or --results DIR
+if folder is not None:
+    results.save_tables(folder, {
+        "table2_curve": curve, "table2_accuracy": pd.DataFrame({"accuracy": accuracy})})

@@ -262,6 +262,7 @@ display(checks.set_index("claim")[["numbers"]])
 # {glue:text}`n_claims_hold` of the {glue:text}`n_claims` statements hold in this run.
 
 # %% tags=["remove-cell"]
-if results_dir is not None:  # set by `python -m infcore.runbook` (results/quick, or --results DIR)
-    results.save_tables(results.find(results_dir), {"figure3_bars": bars, "figure3_detection": detection,
-                                      "figure3_attack": attack})
+folder = results.destination(results_dir)  # results/quick in `make book`, or --results DIR
+if folder is not None:
+    results.save_tables(folder, {"figure3_bars": bars, "figure3_detection": detection,
+                                "figure3_attack": attack})

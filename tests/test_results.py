@@ -57,8 +57,8 @@ results_dir = None
 # %%
 import pandas as pd
 from infcore import results
-if results_dir is not None:
-    results.save_tables(results_dir, {"squares": pd.DataFrame({"k": range(n), "k2": [k * k for k in range(n)]})})
+if results.destination(results_dir) is not None:
+    results.save_tables(results.destination(results_dir), {"squares": pd.DataFrame({"k": range(n), "k2": [k * k for k in range(n)]})})
 '''
 
 
@@ -206,6 +206,14 @@ def test_the_default_run_saves_its_tables_in_results_quick(tmp_path):
     assert results.load_tables(root / "results" / "quick", ["squares"])["squares"].k2.tolist() == [0, 1]
     record = results.load_run(root / "results" / "quick")
     assert record["profile"] == "quick"
-    assert record["notebooks"]["00_tiny"]["parameters"] == {"results_dir": "results/quick"}
+    assert record["notebooks"]["00_tiny"]["parameters"] == {}  # the pages carry no trace of it
+    assert results.BOOK_RESULTS_ENV not in os.environ
     # a second default run replaces the record instead of refusing it
     assert runbook.main(["--root", str(root), "--quiet", "--no-html"]) == 0
+
+
+def test_accuracy_line_reads_the_saved_accuracies_or_says_they_are_missing(tmp_path):
+    assert "predates the record" in results.accuracy_line(tmp_path, "table1_accuracy")
+    results.save_tables(tmp_path, {"table1_accuracy": pd.DataFrame({"accuracy": [0.99, 1.0, 0.995]})})
+    assert results.accuracy_line(tmp_path, "table1_accuracy") == \
+        "test accuracy of its 3 models: 0.990 to 1.000"

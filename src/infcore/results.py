@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -23,6 +24,10 @@ import pandas as pd
 from infcore.cache import atomic_write
 
 RUN_FILE = "run.json"
+#: set by ``infcore.runbook`` while it executes the committed book: where its pages save their
+#: tables (``results/quick``); an environment variable, not a parameter, so that the committed
+#: pages, and re-executions of them, carry no trace of it
+BOOK_RESULTS_ENV = "INFCORE_BOOK_RESULTS"
 #: parameters that say where a run's tables go, not what they hold: left out when runs are compared
 _LOCATIONS = {"results_dir", "results_path"}
 
@@ -48,6 +53,15 @@ def save_tables(directory: str | Path, tables: Mapping[str, pd.DataFrame]) -> No
             raise ValueError(f"table names must be plain file stems; got {name!r}")
         text = table.to_csv(index=False).encode()
         atomic_write(directory / f"{name}.csv", lambda file: file.write(text))
+
+
+def destination(results_dir: str | Path | None) -> Path | None:
+    """Where a page saves its tables: ``results_dir`` when given (``--results DIR``), else the
+    folder of the committed book's run while ``infcore.runbook`` executes it, else nowhere."""
+    if results_dir is not None:
+        return Path(results_dir)
+    book = os.environ.get(BOOK_RESULTS_ENV)
+    return Path(book) if book else None
 
 
 def load_tables(directory: str | Path, names: Iterable[str]) -> dict[str, pd.DataFrame]:
@@ -272,3 +286,16 @@ def skipped_note(skipped: Mapping[str, str]) -> str:
                if offline else reason.split(": ")[0])
         lines.append(f"{dataset} is not in this run: {why}.")
     return "\n".join(lines)
+
+
+def accuracy_line(directory: str | Path, name: str) -> str:
+    """The range of test accuracies a run saved as table ``name`` (column accuracy), in words.
+
+    A run made before its pages saved the accuracies says so instead.
+    """
+    path = find(directory) / f"{name}.csv"
+    if not path.exists():
+        return (f"this run predates the record of its models' test accuracy ({path.name}); the "
+                "next run of the paper profile records it")
+    accuracy = pd.read_csv(path)["accuracy"]
+    return f"test accuracy of its {len(accuracy)} models: {accuracy.min():.3f} to {accuracy.max():.3f}"

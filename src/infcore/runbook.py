@@ -287,15 +287,15 @@ def _run(args: argparse.Namespace) -> int:
     name = run_name(args.profile, overrides)
     if name is None and results_dir is not None:
         name = args.profile  # injecting results_dir changes the pages: keep the committed book
-    if name is None and args.out is None and not args.only and any(
-            "results_dir" in declared_parameters(src) for src in notebook_sources(root)):
+    jobs = plan(root, args.profile, overrides, args.only, results_dir, args.overwrite)
+    overwrite = args.overwrite
+    if name is None and args.out is None and not args.only:
         # the committed book saves its tables beside it (a fresh record each time) for the
         # findings of its first page; its pages still read the paper-scale run from results/paper
-        jobs = plan(root, args.profile, {**overrides, "results_dir": str(QUICK_RESULTS)})
         results_dir, overwrite = root / QUICK_RESULTS, True
+        saving = {results.BOOK_RESULTS_ENV: str(results_dir)}
     else:
-        jobs = plan(root, args.profile, overrides, args.only, results_dir, args.overwrite)
-        overwrite = args.overwrite
+        saving = {}
     declared = {src: declared_parameters(src) for src in jobs}
     if args.only and name is None and args.out is None:
         raise ParameterError("--only with the default profile and no overrides would leave the "
@@ -312,6 +312,32 @@ def _run(args: argparse.Namespace) -> int:
         for page in (root / "book").glob("*"):
             if page.suffix in {".md", ".bib"}:
                 shutil.copy2(page, book_root / "book" / page.name)
+    with _environment(saving):
+        _execute_all(jobs, declared, pages, results_dir, args)
+    if not (args.no_html or args.only or args.out):
+        build_html(book_root)
+        print(f"HTML book: {book_root / '_build' / 'html' / 'index.html'}")
+    return 0
+
+
+@contextmanager
+def _environment(variables: dict[str, str]) -> Iterator[None]:
+    """Within the block the kernels (started from this process) see ``variables`` too."""
+    previous = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _execute_all(jobs: dict[Path, dict[str, Any]], declared: dict[Path, dict[str, Any]],
+                 pages: Path, results_dir: Path | None, args: argparse.Namespace) -> None:
+    """Execute each page into ``pages``, recording it in ``results_dir`` when there is one."""
     for i, (src, params) in enumerate(jobs.items(), 1):
         print(f"[{i}/{len(jobs)}] {src.name} -> {pages / (src.stem + '.ipynb')} {params}", flush=True)
         start, started = time.perf_counter(), datetime.now(timezone.utc)
@@ -324,10 +350,6 @@ def _run(args: argparse.Namespace) -> int:
                 {"parameters": params, "defaults": declared[src], "seconds": round(seconds, 1),
                  "started": started.isoformat(timespec="seconds")},
                 {"profile": args.profile, "machine": machine()})
-    if not (args.no_html or args.only or args.out):
-        build_html(book_root)
-        print(f"HTML book: {book_root / '_build' / 'html' / 'index.html'}")
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
