@@ -49,3 +49,10 @@ def test_method_means_average_over_perturbations():
     means = paper.method_means(ours, paper.table1(), "perturbation").set_index("method")
     assert abs(means.loc["grad_cos", "ours"] - 0.5) < 1e-12
     assert abs(means.loc["grad_cos", "paper"] - (0.955 + 0.976 + 0.972) / 3) < 1e-12
+
+
+def test_metric_table_is_one_metric_of_one_dataset():
+    table = paper.metric_table(paper.table1(), paper.table1(), "perturbation", "pearson")
+    assert list(table.columns) == ["ours", "paper", "difference"]
+    assert table.loc[("initialization", "leave_one_out"), "paper"] == 0.043
+    assert (table.difference == 0).all() and len(table) == 20

@@ -57,8 +57,8 @@ results_dir = None
 # %%
 import pandas as pd
 from infcore import results
-if results_dir is not None:
-    results.save_tables(results_dir, {"squares": pd.DataFrame({"k": range(n), "k2": [k * k for k in range(n)]})})
+if results.destination(results_dir) is not None:
+    results.save_tables(results.destination(results_dir), {"squares": pd.DataFrame({"k": range(n), "k2": [k * k for k in range(n)]})})
 '''
 
 
@@ -171,3 +171,49 @@ def test_find_looks_in_parent_folders(tmp_path, monkeypatch):
 def test_missing_run_record_names_the_command(tmp_path):
     with pytest.raises(FileNotFoundError, match="--results"):
         results.load_run(tmp_path)
+
+
+def test_scale_label_names_the_run_and_its_sizes():
+    assert results.scale_label("quick run", {"n_train": 100, "n_test": 20, "seeds": [0, 1, 2]}) == \
+        "quick run: 100 / 20 images, 3 seeds"
+    assert results.scale_label("paper-scale run", {"n_train": 800, "n_test": 200, "n_models": 20}) == \
+        "paper-scale run: 800 / 200 images, 20 models per set"
+    assert results.scale_label("run", {"n_train": 8, "n_test": 2, "n_models": 3, "n_poison": 1}) == \
+        "run: 8 / 2 images, 1 poisoned, 3 models"
+
+
+def test_load_section_reads_the_committed_paper_run():
+    section = results.load_section(ROOT / "results" / "paper", "02_instability", ["table1_pairs"],
+                                   "paper-scale run")
+    assert section.label == "paper-scale run: 800 / 200 images, 4 seeds"
+    assert {"perturbation", "method", "pearson"} <= set(section.tables["table1_pairs"].columns)
+    with pytest.raises(FileNotFoundError, match="does not record"):
+        results.load_section(ROOT / "results" / "paper", "99_missing", [], "run")
+
+
+def test_skipped_note_is_one_clean_line():
+    reason = ("CoMNIST needs the network once, to download https://x/Latin.zip into /root/.cache: "
+              "could not download https://x/Latin.zip: <urlopen error [Errno -2] Name unknown>")
+    note = results.skipped_note({"comnist": reason})
+    assert note == ("comnist is not in this run: it is downloaded once from its public "
+                    "repository, and this machine is offline.")
+
+
+def test_the_default_run_saves_its_tables_in_results_quick(tmp_path):
+    root = _tiny_repo(tmp_path)
+    assert runbook.main(["--root", str(root), "--quiet", "--no-html"]) == 0
+    assert (root / "book" / "00_tiny.ipynb").exists()  # the committed pages
+    assert results.load_tables(root / "results" / "quick", ["squares"])["squares"].k2.tolist() == [0, 1]
+    record = results.load_run(root / "results" / "quick")
+    assert record["profile"] == "quick"
+    assert record["notebooks"]["00_tiny"]["parameters"] == {}  # the pages carry no trace of it
+    assert results.BOOK_RESULTS_ENV not in os.environ
+    # a second default run replaces the record instead of refusing it
+    assert runbook.main(["--root", str(root), "--quiet", "--no-html"]) == 0
+
+
+def test_accuracy_line_reads_the_saved_accuracies_or_says_they_are_missing(tmp_path):
+    assert "predates the record" in results.accuracy_line(tmp_path, "table1_accuracy")
+    results.save_tables(tmp_path, {"table1_accuracy": pd.DataFrame({"accuracy": [0.99, 1.0, 0.995]})})
+    assert results.accuracy_line(tmp_path, "table1_accuracy") == \
+        "test accuracy of its 3 models: 0.990 to 1.000"

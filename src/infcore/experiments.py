@@ -12,13 +12,14 @@ import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from infcore import poisoning, stability
+from infcore import poisoning, results, stability
 from infcore.cache import Cache
 from infcore.data import DATASETS, Split, fingerprint, load_dataset
 from infcore.expected import expected_curve, expected_scores
@@ -27,7 +28,7 @@ from infcore.methods.influence import hessian, influence_function, smallest_work
 from infcore.methods.loo import rounding_noise
 from infcore.models import SmallCNN
 from infcore.parallel import check_backend, run_chunks
-from infcore.training import TrainConfig, TrainedModel, train, train_many
+from infcore.training import TrainConfig, TrainedModel, accuracy, train, train_many
 
 PERTURBATIONS = ("initialization", "ordering", "batch_size")
 #: options that change how a score is computed, not its value: left out of cache keys
@@ -233,6 +234,16 @@ class Experiment:
                 for i, key in enumerate(keys)]
 
 
+def test_accuracies(experiment: Experiment, configs: Sequence[TrainConfig]) -> np.ndarray:
+    """Test accuracy of each config's trained model (cached models are read back, not retrained).
+
+    Returns
+    -------
+    ndarray of shape (len(configs),)
+    """
+    return np.array([accuracy(m, experiment.test) for m in experiment.models(configs)])
+
+
 def perturbed_configs(
     perturbation: str, base: TrainConfig, seeds: Sequence[int], batch_sizes: Sequence[int]
 ) -> list[TrainConfig]:
@@ -421,6 +432,27 @@ def table2_summary(curve: pd.DataFrame) -> pd.DataFrame:
     settings = curve[curve.n_models.isin([1, largest])].assign(
         setting=lambda d: d.n_models.map({1: "baseline", largest: "expected"}))
     return summarise(settings, ["dataset", "setting", "method"])
+
+
+def claim_tables(directory: str | Path) -> dict[str, pd.DataFrame]:
+    """The tables the claims of :mod:`infcore.claims` are decided on, from a saved run.
+
+    Parameters
+    ----------
+    directory : str or Path
+        A results folder of ``python -m infcore.runbook`` (``results/quick``, ``results/paper``),
+        looked up with :func:`infcore.results.find`; tables it lacks are left out.
+
+    Returns
+    -------
+    dict with ``table1`` (:func:`table1_summary`), ``table2`` (:func:`table2_summary`) and
+    ``figure3`` (the bars of Figure 3), each present when the run saved it
+    """
+    folder = results.find(directory)
+    readers = {"table1": ("table1_pairs", table1_summary), "table2": ("table2_curve", table2_summary),
+               "figure3": ("figure3_bars", lambda bars: bars)}
+    return {kind: summary(results.load_tables(folder, [name])[name])
+            for kind, (name, summary) in readers.items() if (folder / f"{name}.csv").exists()}
 
 
 def damping_sensitivity(

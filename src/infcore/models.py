@@ -84,3 +84,10 @@ def init_params(model: nn.Module, seed: int) -> Params:
 def n_params(params: Params) -> int:
     """Total number of scalars in ``params``."""
     return sum(p.numel() for p in params.values())
+
+
+def describe(n_classes: int = 2) -> str:
+    """The network in one line, with its parameter count (for the book's pages)."""
+    count = sum(p.numel() for p in SmallCNN(n_classes).parameters())
+    return (f"a small CNN (conv 1→4 and 4→8, 5×5, each with 2×2 max-pooling; linear 128→16 and "
+            f"16→{n_classes} without bias) of {count:,} parameters, with its exact Hessian")

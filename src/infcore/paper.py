@@ -101,3 +101,16 @@ def method_means(ours: pd.DataFrame, theirs: pd.DataFrame, group_column: str,
     table = side_by_side(ours, theirs, group_column)
     rows = table[table.metric == metric]
     return rows.groupby(["dataset", "method"], sort=False)[["ours", "paper"]].mean().reset_index()
+
+
+def metric_table(ours: pd.DataFrame, theirs: pd.DataFrame, group_column: str, metric: str,
+                 dataset: str = "mnist") -> pd.DataFrame:
+    """One metric of :func:`side_by_side` on one dataset, narrow enough for the text column.
+
+    Returns
+    -------
+    DataFrame indexed by (group_column, method), with columns ours, paper, difference
+    """
+    table = side_by_side(ours, theirs, group_column)
+    rows = table[(table.metric == metric) & (table.dataset == dataset)]
+    return rows.set_index([group_column, "method"])[["ours", "paper", "difference"]]

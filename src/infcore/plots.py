@@ -141,9 +141,18 @@ def heuristic_pass_rates(table: pd.DataFrame, k: int) -> plt.Figure:
 METRIC_LABELS = {"pearson": "Pearson", "spearman": "Spearman", "top_overlap": "top-10% overlap (%)"}
 
 
-def stability_points(pairs: pd.DataFrame, hue: str, hue_order: list | None = None) -> plt.Figure:
+#: seaborn's font scale for the book's multi-panel figures: a 10-inch figure is shown about 7
+#: inches wide in the text column, and its labels must stay as large as the body's small print
+BOOK_FONT_SCALE = 1.6
+#: the top-10% overlap of two unrelated rankings, in percent
+CHANCE_OVERLAP = 10.0
+
+
+def stability_points(pairs: pd.DataFrame, hue: str, hue_order: list | None = None,
+                     paper: pd.DataFrame | None = None, title: str | None = None) -> plt.Figure:
     """Agreement of each method's scores between runs: one panel per metric, dots are means over
-    pairs of runs, bars span the lowest and highest pair.
+    pairs of runs, bars span the lowest and highest pair; a dotted line marks the chance level of
+    the top-10% overlap.
 
     Parameters
     ----------
@@ -154,8 +163,13 @@ def stability_points(pairs: pd.DataFrame, hue: str, hue_order: list | None = Non
         Column that colours the points (e.g. ``"perturbation"`` or ``"n_models"``).
     hue_order : list, optional
         Order of the ``hue`` levels.
+    paper : DataFrame, optional
+        The paper's values, long form with columns method, metric, value (e.g. one dataset of
+        :func:`infcore.paper.table1`), drawn as black crosses on each method's row.
+    title : str, optional
+        Title over the panels (e.g. the run's scale).
     """
-    sns.set_theme(style="whitegrid")
+    sns.set_theme(style="whitegrid", font_scale=BOOK_FONT_SCALE)
     long = pairs.melt(id_vars=["method", hue], value_vars=list(METRIC_LABELS),
                       var_name="metric", value_name="value")
     long["metric"] = long["metric"].map(METRIC_LABELS)
@@ -166,9 +180,27 @@ def stability_points(pairs: pd.DataFrame, hue: str, hue_order: list | None = Non
     dodge = 0.4 if long[hue].nunique() > 1 else False
     grid = sns.catplot(data=long, x="value", y="method", hue=hue, hue_order=hue_order, col="metric",
                        kind="point", errorbar=("pi", 100), dodge=dodge, linestyle="none",
-                       sharex=False, height=3.6, aspect=0.9, markers="o")
+                       sharex=False, height=4.6, aspect=0.75, markers="o")
     grid.set_titles("{col_name}")
     grid.set_axis_labels("", "")
+    methods = list(dict.fromkeys(long["method"]))
+    for metric, ax in zip(METRIC_LABELS, grid.axes.flat):
+        if metric == "top_overlap":
+            ax.axvline(CHANCE_OVERLAP, color="grey", linestyle=":", linewidth=1.5)
+            ax.annotate("chance", (CHANCE_OVERLAP, 0.01), xycoords=("data", "axes fraction"),
+                        ha="right", va="bottom", rotation=90, fontsize="small", color="grey")
+        if paper is not None:
+            values = paper[(paper.metric == metric) & paper.method.isin(methods)]
+            crosses = ax.scatter(values["value"], values["method"].map(methods.index), marker="x",
+                                 color="black", s=45, zorder=5)
+    if paper is not None:
+        handles = {**grid._legend_data, "the paper": crosses}
+        grid._legend.remove()
+        grid.add_legend(legend_data=handles, title=hue)
+    # below the panels, so that the panels keep the figure's width
+    sns.move_legend(grid, "upper center", bbox_to_anchor=(0.5, 0.07), ncol=5, frameon=False)
+    if title:
+        grid.figure.suptitle(title, y=1.02)
     return grid.figure
 
 
@@ -197,16 +229,18 @@ def trigger_examples(split: Split, source: int = 0, n: int = 6) -> plt.Figure:
     return fig
 
 
-def poisoning_bars(bars: pd.DataFrame) -> plt.Figure:
+def poisoning_bars(bars: pd.DataFrame, title: str | None = None) -> plt.Figure:
     """Figure 3: L1-normalised mean influence of each training group, per method.
 
     Parameters
     ----------
     bars : DataFrame
         Columns method, group, share, low, high (:func:`infcore.poisoning.figure3` per method).
+    title : str, optional
+        Title over the bars (e.g. the run's scale).
     """
-    sns.set_theme(style="whitegrid")
-    fig, ax = plt.subplots(figsize=(9, 3.8))
+    sns.set_theme(style="whitegrid", font_scale=BOOK_FONT_SCALE)
+    fig, ax = plt.subplots(figsize=(10, 5.5), layout="constrained")
     sns.barplot(data=bars, x="method", y="share", hue="group", ax=ax, errorbar=None)
     groups = list(dict.fromkeys(bars["group"]))
     for container, group in zip(ax.containers, groups):
@@ -215,11 +249,15 @@ def poisoning_bars(bars: pd.DataFrame) -> plt.Figure:
         ax.errorbar(xs, rows["share"], yerr=[rows["share"] - rows["low"], rows["high"] - rows["share"]],
                     fmt="none", ecolor="black", capsize=3, linewidth=1)
     ax.axhline(0, color="black", linewidth=0.8)
-    ax.legend(title="training examples", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    handles, labels = ax.get_legend_handles_labels()
+    ax.get_legend().remove()
+    fig.legend(handles, labels, title="training examples", loc="outside lower center", ncol=3,
+               frameon=False)
     ax.set_xlabel("")
     ax.set_ylabel("share of mean influence")
-    ax.tick_params(axis="x", rotation=20)
-    fig.tight_layout()
+    plt.setp(ax.get_xticklabels(), rotation=25, ha="right", rotation_mode="anchor")
+    if title:
+        ax.set_title(title)
     return fig
 
 

@@ -2,15 +2,20 @@
 
 ``python -m infcore.runbook --profile paper --results results/paper`` makes every notebook that
 declares a ``results_dir`` parameter write its tables into that folder, and the runbook adds
-``run.json``: the parameters and the seconds of each notebook and the machine it ran on. The page
-*At the paper's scale* reads them back with :func:`load_tables` and :func:`load_run`.
+``run.json``: the parameters and the seconds of each notebook and the machine it ran on. The
+committed book's own run (the quick profile) saves its tables into ``results/quick/`` the same way.
+Pages 2, 4 and 5 open with the paper-scale run read back by :func:`load_section`; the findings of
+the first page read both folders.
 """
 
 from __future__ import annotations
 
+import ast
 import json
+import os
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +24,10 @@ import pandas as pd
 from infcore.cache import atomic_write
 
 RUN_FILE = "run.json"
+#: set by ``infcore.runbook`` while it executes the committed book: where its pages save their
+#: tables (``results/quick``); an environment variable, not a parameter, so that the committed
+#: pages, and re-executions of them, carry no trace of it
+BOOK_RESULTS_ENV = "INFCORE_BOOK_RESULTS"
 #: parameters that say where a run's tables go, not what they hold: left out when runs are compared
 _LOCATIONS = {"results_dir", "results_path"}
 
@@ -44,6 +53,15 @@ def save_tables(directory: str | Path, tables: Mapping[str, pd.DataFrame]) -> No
             raise ValueError(f"table names must be plain file stems; got {name!r}")
         text = table.to_csv(index=False).encode()
         atomic_write(directory / f"{name}.csv", lambda file: file.write(text))
+
+
+def destination(results_dir: str | Path | None) -> Path | None:
+    """Where a page saves its tables: ``results_dir`` when given (``--results DIR``), else the
+    folder of the committed book's run while ``infcore.runbook`` executes it, else nowhere."""
+    if results_dir is not None:
+        return Path(results_dir)
+    book = os.environ.get(BOOK_RESULTS_ENV)
+    return Path(book) if book else None
 
 
 def load_tables(directory: str | Path, names: Iterable[str]) -> dict[str, pd.DataFrame]:
@@ -175,3 +193,109 @@ def record_notebook(directory: str | Path, notebook: str, entry: Mapping[str, An
     record.setdefault("notebooks", {})[notebook] = dict(entry)
     text = (json.dumps(record, indent=2, sort_keys=True, default=str) + "\n").encode()
     atomic_write(directory / RUN_FILE, lambda file: file.write(text))
+
+
+def scale_label(run: str, parameters: Mapping[str, Any]) -> str:
+    """The scale of a run in words, for titles and captions.
+
+    Parameters
+    ----------
+    run : str
+        What the run is, e.g. ``"quick run"`` or ``"paper-scale run"``.
+    parameters : mapping
+        The page's parameters: ``n_train`` and ``n_test``, and where present ``seeds`` (Table 1),
+        ``n_models`` (models per set or poisoned models) and ``n_poison``.
+
+    Returns
+    -------
+    str, e.g. ``"quick run: 100 / 20 images, 3 seeds"``
+    """
+    parts = [f"{parameters['n_train']} / {parameters['n_test']} images"]
+    if "seeds" in parameters:
+        parts.append(f"{len(parameters['seeds'])} seeds")
+    if "n_poison" in parameters:
+        parts.append(f"{parameters['n_poison']} poisoned, {parameters['n_models']} models")
+    elif "n_models" in parameters:
+        parts.append(f"{parameters['n_models']} models per set")
+    return f"{run}: " + ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class Section:
+    """One page's tables of a saved run, with the parameters and the scale they were made at.
+
+    Attributes
+    ----------
+    tables : dict of name to DataFrame
+    parameters : dict
+        The page's parameters in that run (its declared defaults, then what the run set).
+    label : str
+        :func:`scale_label` of the run.
+    """
+
+    tables: dict[str, pd.DataFrame]
+    parameters: dict[str, Any]
+    label: str
+
+
+def load_section(directory: str | Path, page: str, names: Iterable[str], run: str) -> Section:
+    """The tables that one page saved in a results folder, and the scale of that run.
+
+    Parameters
+    ----------
+    directory : str or Path
+        Looked up with :func:`find`.
+    page : str
+        Notebook stem, e.g. ``"02_instability"``.
+    names : iterable of str
+        Tables to read.
+    run : str
+        How to call the run in its label, e.g. ``"paper-scale run"``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the folder lacks the tables or its run record does not list the page.
+    """
+    folder = find(directory)
+    record = load_run(folder)
+    if page not in record.get("notebooks", {}):
+        raise FileNotFoundError(f"{folder / RUN_FILE} does not record {page}")
+    entry = record["notebooks"][page]
+    defaults = {}
+    for name, text in entry.get("defaults", {}).items():
+        try:
+            defaults[name] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):  # a default that is an expression: kept as its text
+            defaults[name] = text
+    parameters = {**defaults, **entry["parameters"]}
+    return Section(load_tables(folder, names), parameters, scale_label(run, parameters))
+
+
+def skipped_note(skipped: Mapping[str, str]) -> str:
+    """One clean line per dataset left out of a run, instead of the loader's whole error.
+
+    Parameters
+    ----------
+    skipped : mapping of dataset to the error message that left it out
+    """
+    lines = []
+    for dataset, reason in skipped.items():
+        offline = "network" in reason or "urlopen" in reason
+        why = ("it is downloaded once from its public repository, and this machine is offline"
+               if offline else reason.split(": ")[0])
+        lines.append(f"{dataset} is not in this run: {why}.")
+    return "\n".join(lines)
+
+
+def accuracy_line(directory: str | Path, name: str) -> str:
+    """The range of test accuracies a run saved as table ``name`` (column accuracy), in words.
+
+    A run made before its pages saved the accuracies says so instead.
+    """
+    path = find(directory) / f"{name}.csv"
+    if not path.exists():
+        return (f"this run predates the record of its models' test accuracy ({path.name}); the "
+                "next run of the paper profile records it")
+    accuracy = pd.read_csv(path)["accuracy"]
+    return f"test accuracy of its {len(accuracy)} models: {accuracy.min():.3f} to {accuracy.max():.3f}"

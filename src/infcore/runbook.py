@@ -43,6 +43,9 @@ from infcore.profiles import PROFILES, profile_parameters
 from infcore.validation import PAGES, ParameterError, check_page
 
 DEFAULT_PROFILE = "quick"
+#: where the committed book's run (the default profile, no overrides) saves its tables: the
+#: findings on the first page read them back
+QUICK_RESULTS = Path("results") / "quick"
 BOOK_FRAME = ["_config.yml", "_toc.yml"]
 #: longest folder name of a run under _build/runs, its hash suffix included
 NAME_LENGTH = 120
@@ -281,16 +284,24 @@ def _run(args: argparse.Namespace) -> int:
     root = args.root.resolve()
     overrides = {name: parse_value(name, value) for name, value in args.parameter}
     results_dir = None if args.results is None else args.results.resolve()
-    jobs = plan(root, args.profile, overrides, args.only, results_dir, args.overwrite)
-    declared = {src: declared_parameters(src) for src in jobs}
     name = run_name(args.profile, overrides)
     if name is None and results_dir is not None:
         name = args.profile  # injecting results_dir changes the pages: keep the committed book
+    jobs = plan(root, args.profile, overrides, args.only, results_dir, args.overwrite)
+    overwrite = args.overwrite
+    if name is None and args.out is None and not args.only:
+        # the committed book saves its tables beside it (a fresh record each time) for the
+        # findings of its first page; its pages still read the paper-scale run from results/paper
+        results_dir, overwrite = root / QUICK_RESULTS, True
+        saving = {results.BOOK_RESULTS_ENV: str(results_dir)}
+    else:
+        saving = {}
+    declared = {src: declared_parameters(src) for src in jobs}
     if args.only and name is None and args.out is None:
         raise ParameterError("--only with the default profile and no overrides would leave the "
                              "committed book half re-executed: run `make book`, or pass a profile "
                              "or an override so that the run goes to _build/runs/")
-    if results_dir is not None and args.overwrite:
+    if results_dir is not None and overwrite:
         (results_dir / results.RUN_FILE).unlink(missing_ok=True)
     book_root = root if name is None else root / "_build" / "runs" / name
     pages = book_root / "book" if args.out is None else args.out.resolve()
@@ -301,6 +312,32 @@ def _run(args: argparse.Namespace) -> int:
         for page in (root / "book").glob("*"):
             if page.suffix in {".md", ".bib"}:
                 shutil.copy2(page, book_root / "book" / page.name)
+    with _environment(saving):
+        _execute_all(jobs, declared, pages, results_dir, args)
+    if not (args.no_html or args.only or args.out):
+        build_html(book_root)
+        print(f"HTML book: {book_root / '_build' / 'html' / 'index.html'}")
+    return 0
+
+
+@contextmanager
+def _environment(variables: dict[str, str]) -> Iterator[None]:
+    """Within the block the kernels (started from this process) see ``variables`` too."""
+    previous = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _execute_all(jobs: dict[Path, dict[str, Any]], declared: dict[Path, dict[str, Any]],
+                 pages: Path, results_dir: Path | None, args: argparse.Namespace) -> None:
+    """Execute each page into ``pages``, recording it in ``results_dir`` when there is one."""
     for i, (src, params) in enumerate(jobs.items(), 1):
         print(f"[{i}/{len(jobs)}] {src.name} -> {pages / (src.stem + '.ipynb')} {params}", flush=True)
         start, started = time.perf_counter(), datetime.now(timezone.utc)
@@ -313,10 +350,6 @@ def _run(args: argparse.Namespace) -> int:
                 {"parameters": params, "defaults": declared[src], "seconds": round(seconds, 1),
                  "started": started.isoformat(timespec="seconds")},
                 {"profile": args.profile, "machine": machine()})
-    if not (args.no_html or args.only or args.out):
-        build_html(book_root)
-        print(f"HTML book: {book_root / '_build' / 'html' / 'index.html'}")
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

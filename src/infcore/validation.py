@@ -218,6 +218,7 @@ _SWEEP_RULES: dict[str, Rule] = {
     "backend": _one_of(BACKENDS),
     "dask_scheduler": _text("the address of a dask scheduler", optional=True),
     "chunk_size": _integer(1), "results_dir": _text("a folder path", optional=True),
+    "paper_results": _text("a folder path", optional=False),
 }
 
 #: page (notebook stem) -> (a rule for each of its parameters, a check of their combination)
@@ -246,6 +247,8 @@ PAGES: dict[str, tuple[dict[str, Rule], Callable[[Mapping[str, Any]], None]]] = 
                        "target_pearson": _finite},
                       lambda p: _at_most("n_train", p["n_train"] + p["n_test"], 1797,
                                          "n_train + n_test of scikit-learn's 1,797 digits")),
+    "intro": ({"quick_results": _text("a folder path", optional=False),
+               "paper_results": _text("a folder path", optional=False)}, _nothing),
 }
 
 
