@@ -229,6 +229,7 @@ for dataset in datasets:
                                     ideal_base, options)
     per_dataset.append(pairs.assign(dataset=dataset))
     runs[dataset] = experiment
+results.require_some(set(datasets) - set(skipped), skipped)
 pairs = pd.concat(per_dataset, ignore_index=True)
 
 # %% tolerance="correlation"

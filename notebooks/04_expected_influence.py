@@ -210,6 +210,7 @@ for dataset in datasets:
     curve = experiments.expected_stability(experiment, methods, base, ideal_base, n_models, sizes,
                                            options)
     curves.append(curve.assign(dataset=dataset))
+results.require_some(set(datasets) - set(skipped), skipped)
 curve = pd.concat(curves, ignore_index=True)
 
 # %% tolerance="correlation"

@@ -192,6 +192,7 @@ for dataset in datasets:
         skipped[dataset] = str(error)
 
 # %% tolerance="divergent"
+results.require_some(set(datasets) - set(skipped), skipped)
 if skipped:
     print(results.skipped_note(skipped))
 attack = pd.concat([s.attack.assign(dataset=d) for d, s in studies.items()], ignore_index=True)

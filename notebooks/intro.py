@@ -129,7 +129,7 @@ glue("synthesis", Markdown(
 #
 # The last chapter applies all of this to a model of your own ({doc}`09_your_model`); the API
 # reference, generated from the docstrings, has one page per group of modules:
-# {doc}`api_training`, {doc}`api_methods` and {doc}`api_analysis`.
+# {doc}`api_training`, {doc}`api_methods`, {doc}`api_analysis` and {doc}`api_book`.
 #
 # ## References
 #

@@ -217,3 +217,11 @@ def test_accuracy_line_reads_the_saved_accuracies_or_says_they_are_missing(tmp_p
     results.save_tables(tmp_path, {"table1_accuracy": pd.DataFrame({"accuracy": [0.99, 1.0, 0.995]})})
     assert results.accuracy_line(tmp_path, "table1_accuracy") == \
         "test accuracy of its 3 models: 0.990 to 1.000"
+
+
+def test_a_run_with_no_loadable_dataset_is_refused_naming_each():
+    from infcore.results import require_some
+
+    require_some(["mnist"], {"comnist": "CoMNIST needs the network once: could not download"})
+    with pytest.raises(RuntimeError, match=r"none of the datasets.*comnist: CoMNIST needs the network once.*add mnist"):
+        require_some([], {"comnist": "CoMNIST needs the network once: could not download"})

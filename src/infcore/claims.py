@@ -34,7 +34,9 @@ FIGURE3_DETECTORS: dict[str, tuple[str, ...] | None] = {
     "mnist": None, "comnist": ("tracin_ideal", "tracin_cp", "grad_cos")}
 #: how much higher an expected Pearson correlation must be to count as "much more stable"
 GAIN_MARGIN = 0.05
+#: Columns of every check's table: the claim's key, its words, whether it holds, the numbers.
 COLUMNS = ["key", "claim", "holds", "detail"]
+#: What a check that fails on the paper's own numbers says beside its verdict.
 PAPER_FAILS = "fails on the paper's own numbers too"
 
 

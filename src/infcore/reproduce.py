@@ -65,6 +65,7 @@ class Tolerance:
 # thread; AVX2 kernels; ATen's portable kernels with oneDNN at SSE4.1, with and without MKL at
 # SSE4.2): the README's "How closely the book reproduces" lists them; `python -m infcore.reproduce
 # book RUN...` measures them again.
+#: The tolerance of each kind of number, by name.
 KINDS: dict[str, Tolerance] = {
     "exact": Tolerance(0.0, 1e-9, "closed-form float64 results (the chairs, the 2-D toys), counts, "
                                   "verdicts, parameters and the committed paper-profile tables: "

@@ -14,7 +14,7 @@ import ast
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -286,6 +286,25 @@ def skipped_note(skipped: Mapping[str, str]) -> str:
                if offline else reason.split(": ")[0])
         lines.append(f"{dataset} is not in this run: {why}.")
     return "\n".join(lines)
+
+
+def require_some(ran: Collection[str], skipped: Mapping[str, str]) -> None:
+    """Refuse a run in which none of the datasets could be loaded (e.g. CoMNIST alone, offline).
+
+    Parameters
+    ----------
+    ran : collection of the datasets that were loaded
+    skipped : mapping of dataset to the error message that left it out
+
+    Raises
+    ------
+    RuntimeError
+        Naming every dataset and why it is missing, and the dataset that needs no network.
+    """
+    if not ran:
+        reasons = "; ".join(f"{dataset}: {reason.split(': ')[0]}" for dataset, reason in skipped.items())
+        raise RuntimeError(f"none of the datasets of this run could be loaded ({reasons}); add "
+                           "mnist to datasets, whose digits ship with the installed packages")
 
 
 def accuracy_line(directory: str | Path, name: str) -> str:

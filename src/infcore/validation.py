@@ -4,8 +4,8 @@
 and each page calls it on its own values in its first code cell (``check_page(<stem>, globals())``),
 so a page run by hand with papermill follows the same rules.
 
-Contents
---------
+What it holds:
+
 ParameterError
     A value that is not allowed; the message names the page and the parameter.
 PAGES
