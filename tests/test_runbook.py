@@ -171,3 +171,19 @@ def test_run_names_keep_a_readable_prefix_and_never_collide():
     assert a.startswith("quick_datasets-_mnist__methods-_leave_one_out")
     # two values that read the same once made a file name
     assert runbook.run_name("quick", {"x": "a b"}) != runbook.run_name("quick", {"x": "a_b"})
+
+
+def test_parameters_cells_are_folded_in_the_rendered_book(tmp_path):
+    import nbformat
+
+    from infcore.runbook import fold_parameters
+
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("a = 1", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("a = 2", metadata={"tags": ["injected-parameters"]}),
+        nbformat.v4.new_code_cell("print(a)")])
+    path = tmp_path / "page.ipynb"
+    nbformat.write(notebook, path)
+    fold_parameters(path)
+    tags = [cell.metadata.get("tags", []) for cell in nbformat.read(path, as_version=4).cells]
+    assert tags == [["parameters", "hide-input"], ["injected-parameters", "hide-input"], []]

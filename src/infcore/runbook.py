@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import jupytext
+import nbformat
 import papermill
 import torch
 import yaml
@@ -232,12 +233,28 @@ def execute(source: Path, target: Path, parameters: dict[str, Any], show_progres
             shutil.copyfile(executed, failed)
             raise PageFailed(f"{source.name} failed: {error.ename}: {error.evalue} "
                              f"(traceback in {failed})") from None
+        fold_parameters(executed)
         partial = target.with_name(f".{target.name}.partial")
         try:
             shutil.copyfile(executed, partial)
             os.replace(partial, target)
         finally:
             partial.unlink(missing_ok=True)
+
+
+def fold_parameters(path: Path) -> None:
+    """Collapse the parameters cells of an executed notebook in the rendered book.
+
+    The notebook's own ``parameters`` cell and the one papermill injects get the ``hide-input``
+    tag: a reader sees a "Show code cell source" line instead of two dozen settings before the
+    page's first sentence, and can still open them.
+    """
+    notebook = nbformat.read(path, as_version=4)
+    for cell in notebook.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if {"parameters", "injected-parameters"} & set(tags) and "hide-input" not in tags:
+            tags.append("hide-input")
+    nbformat.write(notebook, path)
 
 
 def machine() -> dict[str, Any]:
