@@ -342,12 +342,34 @@ def test_train_many_rejects_configs_that_differ_beyond_seeds(small, field, value
         ({"exclude": [None]}, "exclude"),
         ({"exclude": [None, 97]}, "exclude"),
         ({"chunk_size": 0}, "chunk_size"),
+        ({"starts": [None]}, "starts must hold one entry per config"),
+        ({"starts": [None, (4, {})]}, r"starts\[1\]: the step must be an integer in \[0, 3\]"),
+        ({"starts": [None, 2]}, r"starts\[1\] must be None or a pair"),
     ],
 )
 def test_train_many_rejects_bad_arguments(small, kwargs, match):
     configs = [TrainConfig(epochs=1), TrainConfig(epochs=1, init_seed=1)]
     with pytest.raises(ValueError, match=match):
         train_many(configs, small, **kwargs)
+
+
+@pytest.mark.parametrize("step", [0, 1, 3])
+def test_a_run_started_from_its_own_weights_at_a_step_equals_the_whole_run(small, step):
+    config = TrainConfig(epochs=2, batch_size=32, init_seed=3, order_seed=5)
+    states = training.first_epoch_states(config, small, 3)
+    assert len(states) == 4
+    # oracle: the reference loop's weights before update `step`
+    seen = {}
+    train(config, small, on_step=lambda s, b, before, after: seen.setdefault(s, before))
+    assert max_abs_diff(states[step], seen[step]) < 1e-6
+    whole, resumed = train_many([config, config], small, starts=[None, (step, states[step])])
+    assert max_abs_diff(whole.params, resumed.params) < 1e-6
+    assert max_abs_diff(whole.params, train(config, small).params) < 1e-5
+
+
+def test_first_epoch_states_checks_the_last_step(small):
+    with pytest.raises(ValueError, match=r"last must be an integer in \[0, 3\]"):
+        training.first_epoch_states(TrainConfig(batch_size=32), small, 4)
 
 
 def test_train_many_rejects_no_configs(small):

@@ -32,7 +32,7 @@ from infcore.training import TrainConfig, TrainedModel, accuracy, train, train_m
 
 PERTURBATIONS = ("initialization", "ordering", "batch_size")
 #: options that change how a score is computed, not its value: left out of cache keys
-_EXECUTION_OPTIONS = {"device", "chunk_size", "progress", "backend", "n_jobs"}
+_EXECUTION_OPTIONS = {"device", "chunk_size", "progress", "backend", "n_jobs", "share_prefix"}
 
 
 @dataclass(frozen=True)

@@ -467,7 +467,7 @@ def _small_cnn_stacked_logits(params: Params, xb: torch.Tensor) -> torch.Tensor:
         weight = params[f"{conv}.weight"]
         weight = weight.reshape(-1, *weight.shape[2:]).contiguous(memory_format=torch.channels_last)
         h = F.conv2d(h, weight, params[f"{conv}.bias"].reshape(-1), groups=k)
-        h = F.max_pool2d(F.relu(h), 2)
+        h = F.relu(F.max_pool2d(h, 2))  # as SmallCNN.features: pooling first, same values
     h = h.reshape(batch, k, -1).transpose(0, 1)
     h = torch.baddbmm(params["fc1.bias"].unsqueeze(1), h, params["fc1.weight"].transpose(1, 2))
     h = F.relu(h)
@@ -495,6 +495,84 @@ def _stacked_logits(model: nn.Module, params: Params, xb: torch.Tensor) -> torch
     return vmap(lambda p, xk: functional_call(model, p, (xk,)), in_dims=(0, 1))(params, xb)
 
 
+def _stacked_step(
+    model: nn.Module,
+    params: Params,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch: torch.Tensor,
+    w: torch.Tensor,
+    on: torch.Tensor,
+    lr: float,
+    weight_decay: float,
+) -> tuple[Params, torch.Tensor]:
+    """One SGD update of K stacked models, each on its own batch (one step of :func:`_epoch_batches`).
+
+    Returns
+    -------
+    params : dict of str to Tensor
+        The updated stacked weights (a model with ``on[k]`` False keeps its weights).
+    batch_loss : Tensor of shape (K,)
+        Each model's mean batch loss before the update.
+    """
+    k_models = len(on)
+    leaves = {name: p.detach().requires_grad_() for name, p in params.items()}
+    logits = _stacked_logits(model, leaves, x[batch.T])
+    losses = F.cross_entropy(logits.flatten(0, 1), y[batch].flatten(), reduction="none")
+    weighted = losses * w.flatten()
+    # Models are independent, so the gradient of the sum of their mean batch losses with
+    # respect to the stacked weights holds each model's own gradient.
+    grads = torch.autograd.grad(weighted.sum(), list(leaves.values()))
+    with torch.no_grad():
+        updated = {}
+        for (name, p), g in zip(params.items(), grads):
+            mask = on.view(-1, *([1] * (p.dim() - 1)))
+            updated[name] = torch.where(mask, p - lr * (g + weight_decay * p), p)
+    return updated, weighted.detach().view(k_models, -1).sum(dim=1)
+
+
+def first_epoch_states(
+    config: TrainConfig, data: Split, last: int, *, model: nn.Module | None = None,
+    device: str | torch.device = "cpu",
+) -> list[Params]:
+    """The weights of ``config``'s run on all of ``data`` before each of its first updates.
+
+    The run is the one :func:`train_many` takes (the same stacked arithmetic), so that a model of
+    :func:`train_many` started from entry ``s`` (its ``starts``) continues it without a rounding
+    difference.
+
+    Parameters
+    ----------
+    config : TrainConfig
+    data : Split of n examples
+    last : int
+        The last update kept, in ``[0, ceil(n / batch_size) - 1]`` (the first epoch).
+    model : nn.Module, optional
+        Architecture; ``SmallCNN()`` when None.
+    device : str or torch.device
+
+    Returns
+    -------
+    list of ``last + 1`` dicts of str to Tensor (on the CPU): entry ``s`` holds the weights before
+    update ``s``
+    """
+    model = _default_model() if model is None else model
+    steps = math.ceil(len(data) / config.batch_size)
+    if isinstance(last, bool) or not isinstance(last, int) or not 0 <= last < steps:
+        raise ValueError(f"last must be an integer in [0, {steps - 1}], got {last!r}")
+    x, y = data.x.to(device), data.y.to(device)
+    params = {name: p.unsqueeze(0).to(device)
+              for name, p in init_params(model, config.init_seed).items()}
+    index, weight, active = _epoch_batches([epoch_order(len(data), config.order_seed, 0)],
+                                           config.batch_size)
+    states = []
+    for batch, w, on in zip(index[: last + 1], weight, active):
+        states.append({name: p[0].detach().to("cpu", copy=True) for name, p in params.items()})
+        params, _ = _stacked_step(model, params, x, y, batch.to(device), w.to(device),
+                                  on.to(device), config.lr, config.weight_decay)
+    return states
+
+
 def _train_chunk(
     configs: Sequence[TrainConfig],
     excluded: Sequence[int | None],
@@ -502,6 +580,7 @@ def _train_chunk(
     y: torch.Tensor,
     model: nn.Module,
     device: str | torch.device,
+    starts: Sequence[tuple[int, Params] | None] | None = None,
 ) -> list[list[Params]]:
     """Train the models of one chunk together; one independent job of :func:`train_many`.
 
@@ -515,6 +594,8 @@ def _train_chunk(
     model : nn.Module
     device : str or torch.device
         Where to compute.
+    starts : sequence of K ((int, Params) or None), optional
+        See :func:`train_many`; the chunk skips the updates of its first epoch that no model takes.
 
     Returns
     -------
@@ -525,7 +606,10 @@ def _train_chunk(
     x, y = x.to(device), y.to(device)
     k_models, epochs = len(configs), configs[0].epochs
     lr, weight_decay = configs[0].lr, configs[0].weight_decay
-    inits = [init_params(model, c.init_seed) for c in configs]
+    starts = [None] * k_models if starts is None else list(starts)
+    first_step = torch.tensor([0 if start is None else start[0] for start in starts])
+    inits = [init_params(model, c.init_seed) if start is None else start[1]
+             for c, start in zip(configs, starts)]
     params = {name: torch.stack([p[name] for p in inits]).to(device) for name in inits[0]}
     checkpoints: list[list[Params]] = [[] for _ in configs]
     problems: list[str | None] = [None] * k_models
@@ -534,21 +618,14 @@ def _train_chunk(
         index, weight, active = _epoch_batches(orders, configs[0].batch_size)
         index, weight, active = index.to(device), weight.to(device), active.to(device)
         epoch_loss = torch.zeros(k_models, device=device)
+        if epoch == 0:  # a model that starts later takes no update before its first step
+            steps = torch.arange(len(active)).unsqueeze(1)
+            active = active & (steps >= first_step.to(device)).to(device)
+            skip = int(first_step.min())
+            index, weight, active = index[skip:], weight[skip:], active[skip:]
         for batch, w, on in zip(index, weight, active):
-            leaves = {name: p.detach().requires_grad_() for name, p in params.items()}
-            logits = _stacked_logits(model, leaves, x[batch.T])
-            losses = F.cross_entropy(logits.flatten(0, 1), y[batch].flatten(), reduction="none")
-            weighted = losses * w.flatten()
-            # Models are independent, so the gradient of the sum of their mean batch losses with
-            # respect to the stacked weights holds each model's own gradient.
-            grads = torch.autograd.grad(weighted.sum(), list(leaves.values()))
-            epoch_loss += weighted.detach().view(k_models, -1).sum(dim=1)
-            with torch.no_grad():
-                updated = {}
-                for (name, p), g in zip(params.items(), grads):
-                    mask = on.view(-1, *([1] * (p.dim() - 1)))
-                    updated[name] = torch.where(mask, p - lr * (g + weight_decay * p), p)
-            params = updated
+            params, batch_loss = _stacked_step(model, params, x, y, batch, w, on, lr, weight_decay)
+            epoch_loss += batch_loss
         for k, kept in enumerate(checkpoints):
             kept.append({name: p[k].detach().to("cpu", copy=True) for name, p in params.items()})
             problem = _diverged(epoch_loss[k], kept[-1])
@@ -578,6 +655,23 @@ def _failures(
             + f"; {_LOWER_LR}")
 
 
+def _check_starts(
+    starts: Sequence[tuple[int, Params] | None], configs: Sequence[TrainConfig], n: int
+) -> None:
+    """Refuse ``starts`` of another length, or a start step outside the first epoch."""
+    if len(starts) != len(configs):
+        raise ValueError(f"starts must hold one entry per config ({len(configs)}), got {len(starts)}")
+    for k, start in enumerate(starts):
+        if start is None:
+            continue
+        steps = math.ceil(n / configs[k].batch_size)
+        if not (isinstance(start, tuple) and len(start) == 2 and isinstance(start[1], dict)):
+            raise ValueError(f"starts[{k}] must be None or a pair (step, weights), got {start!r}")
+        if isinstance(start[0], bool) or not isinstance(start[0], int) or not 0 <= start[0] < steps:
+            raise ValueError(f"starts[{k}]: the step must be an integer in [0, {steps - 1}] (an "
+                             f"update of the first epoch), got {start[0]!r}")
+
+
 def train_many(
     configs: Sequence[TrainConfig],
     data: Split,
@@ -589,6 +683,7 @@ def train_many(
     progress: bool = False,
     backend: str | None = None,
     n_jobs: int | None = None,
+    starts: Sequence[tuple[int, Params] | None] | None = None,
 ) -> list[TrainedModel]:
     """Train K models at once; model k takes exactly the steps of ``train(configs[k], ...)``.
 
@@ -623,6 +718,12 @@ def train_many(
         See :mod:`infcore.parallel`.
     n_jobs : int or None
         Worker processes of ``backend="loky"`` (None: one per CPU core); None otherwise.
+    starts : sequence of K ((int, Params) or None), optional
+        Where each model's run starts: ``(s, weights)`` skips the first ``s`` updates of its first
+        epoch and starts from ``weights``, which must be the weights that run has before update
+        ``s`` (leave-one-out passes the full run's: a run without example i takes the same updates
+        until the first batch that holds i); None starts from the initialisation. Put models with
+        close ``s`` in the same chunk: a chunk skips only the updates that none of its models takes.
 
     Returns
     -------
@@ -648,11 +749,13 @@ def train_many(
         )
     for i in excluded:
         _check_exclude(i, len(data))
+    starts = [None] * len(configs) if starts is None else list(starts)
+    _check_starts(starts, configs, len(data))
     check_backend(backend, n_jobs)
     chunks = [
-        (configs[start : start + chunk_size], excluded[start : start + chunk_size], data.x,
-         data.y, model, device)
-        for start in range(0, len(configs), chunk_size)
+        (configs[first : first + chunk_size], excluded[first : first + chunk_size], data.x,
+         data.y, model, device, starts[first : first + chunk_size])
+        for first in range(0, len(configs), chunk_size)
     ]
     results: list[tuple[list[Params], str | None]] = []
     with tqdm(total=len(chunks), disable=not progress, desc="train_many", unit="chunk") as bar:
