@@ -7,6 +7,12 @@
    examples: time, peak memory and eigenvalues, against the time of forward-over-reverse
    Hessian-vector products over all parameters (extrapolated from a few). Each Hessian runs in a
    fresh child process, so that its peak resident memory (``ru_maxrss``) is its own.
+3. Influence functions, whole score matrices: ``infcore.methods.influence_function`` (block
+   Hessian, Cholesky solve) against captum's ``NaiveInfluenceFunction`` (its Hessian of the summed
+   loss, every eigenvector kept) on the same model, damping and examples: seconds and peak
+   resident memory of each (each in a fresh child process), and the largest difference of the
+   scores relative to the largest score (captum's scores times n_train are infcore's, see
+   ``tests/captum_oracle.py``).
 
 Run: ``python benchmarks/bench_methods.py`` (a few minutes on a 2-core laptop).
 """
@@ -26,11 +32,12 @@ import torch
 from torch.func import grad, jvp, vmap
 
 from infcore.data import Split, load_mnist
-from infcore.methods import hessian, tracin_cp
+from infcore.methods import hessian, influence_function, tracin_cp
+from infcore.methods.influence import smallest_working_damping
 from infcore.training import TrainConfig, TrainedModel, per_example_loss, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from captum_oracle import captum_tracin_cp  # noqa: E402  (the tests' reference, shared)
+from captum_oracle import captum_influence, captum_tracin_cp  # noqa: E402  (the tests' references)
 
 
 def bench_tracin(n_train: int, n_test: int, epochs: int, repeats: int) -> None:
@@ -106,6 +113,56 @@ def bench_hessian(sizes: list[int], epochs: int, chunk_size: int) -> None:
               f"{negative} negative")
 
 
+def _resident_kib() -> int:
+    """This process's resident memory now, in KiB (Linux)."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+
+
+def _influence_child(which: str, n_train: int, n_test: int, epochs: int, damping: float,
+                     threads: int, queue) -> None:
+    torch.set_num_threads(threads)
+    train_split, test_split = load_mnist(n_train=n_train, n_test=n_test, seed=0)
+    trained = train(TrainConfig(epochs=epochs), train_split)
+    before = _resident_kib()  # now, not the peak so far: the work's own peak is measured from here
+    start = time.perf_counter()
+    if which == "infcore":
+        scores = influence_function(trained, train_split, test_split, damping=damping)
+    else:
+        # captum knows no weight decay: its regulariser carries it (summed loss, hence n_train)
+        with tempfile.TemporaryDirectory() as folder:
+            scores = n_train * captum_influence(trained, train_split, test_split, Path(folder),
+                                                n_train * (trained.weight_decay + damping))
+    seconds = time.perf_counter() - start
+    peak_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    queue.put((seconds, peak_mib, scores))
+
+
+def bench_influence(n_train: int, n_test: int, epochs: int) -> None:
+    context = multiprocessing.get_context("spawn")
+    print(f"influence functions, {n_train} training and {n_test} test images, exact Hessian")
+    # the same damping for both: the smallest that works for this model (the children train the
+    # same model: same seeds, same data)
+    train_split, _ = load_mnist(n_train=n_train, n_test=n_test, seed=0)
+    trained = train(TrainConfig(epochs=epochs), train_split)
+    damping = smallest_working_damping(hessian(trained.model, trained.params, train_split,
+                                               trained.weight_decay))
+    results = {}
+    for which in ("infcore", "captum"):
+        queue = context.Queue()
+        child = context.Process(target=_influence_child, args=(
+            which, n_train, n_test, epochs, damping, torch.get_num_threads(), queue))
+        child.start()
+        results[which] = queue.get()
+        child.join()
+        seconds, peak_mib, _ = results[which]
+        print(f"  {which:8} {seconds:7.1f} s, peak memory +{peak_mib:.0f} MiB")
+    (ours_s, ours_mib, ours), (theirs_s, theirs_mib, theirs) = results["infcore"], results["captum"]
+    print(f"  ratio (captum / infcore): {theirs_s / ours_s:.1f}x the time, "
+          f"{theirs_mib / max(ours_mib, 1):.1f}x the memory; max |difference| relative to max "
+          f"|score| = {np.abs(ours - theirs).max() / np.abs(theirs).max():.2g}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-train", type=int, default=800)
@@ -114,10 +171,14 @@ def main() -> None:
     parser.add_argument("--hessian-sizes", type=int, nargs="*", default=[200, 800])
     parser.add_argument("--chunk-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--influence-n-train", type=int, default=200,
+                        help="training images of the influence-function comparison (captum's "
+                             "naive Hessian takes minutes at 200)")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     bench_tracin(args.n_train, args.n_test, args.epochs, args.repeats)
     bench_hessian(args.hessian_sizes, args.epochs, args.chunk_size)
+    bench_influence(args.influence_n_train, args.n_test, args.epochs)
 
 
 if __name__ == "__main__":

