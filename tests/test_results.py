@@ -74,6 +74,9 @@ def test_runbook_results_option_writes_tables_and_run_record(tmp_path):
     assert entry["parameters"] == {"n": 3, "results_dir": str(out.resolve())}
     assert entry["defaults"] == {"n": "2", "results_dir": "None"}  # as written in the source
     assert entry["seconds"] > 0 and record["machine"]["cpu_count"] >= 1
+    # the CPU as /proc/cpuinfo names it, and the kernels torch picked on it
+    assert record["machine"]["cpu"] and record["machine"]["cpu_capability"] in {
+        "DEFAULT", "AVX2", "AVX512", "NEON", "SVE256", "VSX", "ZVECTOR"}
     # the committed pages are untouched: the run went to _build/runs/
     assert not (root / "book" / "00_tiny.ipynb").exists()
     assert (root / "_build" / "runs" / runbook.run_name("quick", {"n": 3}) / "book" / "00_tiny.ipynb").exists()
