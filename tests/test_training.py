@@ -437,3 +437,25 @@ def test_float64_losses_resolve_a_tiny_weight_change(mnist01, small):
             loss[t], list(leaves.values()), retain_graph=True)))
         for t in range(len(test_split))])
     torch.testing.assert_close(change, predicted.detach(), rtol=1e-3, atol=1e-12)
+
+
+def test_float64_losses_of_a_fixed_set_equal_the_module_in_float64(mnist01, small):
+    # oracle: the nn.Module itself, cast to float64 (torch's own float64 convolutions)
+    test_split = mnist01[1].subset(range(30))
+    trained = train(TrainConfig(epochs=1, batch_size=16), small)
+    module = module_with(trained.params).double()
+    with torch.no_grad():
+        expected = F.cross_entropy(module(test_split.x.double()), test_split.y, reduction="none")
+    losses = training.float64_losses(trained.model, test_split)
+    got = losses(trained.params)
+    assert got.dtype == torch.float64 and got.shape == (30,)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-300)
+    # another architecture takes the generic path, with the same values
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(784, 2))
+    params = init_params(mlp, 0)
+    with torch.no_grad():
+        as_float64 = {k: v.double() for k, v in params.items()}
+        logits = torch.func.functional_call(mlp, as_float64, (test_split.x.double(),))
+        reference = F.cross_entropy(logits, test_split.y, reduction="none")
+    torch.testing.assert_close(training.float64_losses(mlp, test_split)(params), reference,
+                               rtol=1e-12, atol=1e-300)

@@ -814,6 +814,48 @@ def losses_float64(
                                 loss=loss)
 
 
+def float64_losses(
+    model: nn.Module, data: Split, *, loss: PerExampleLoss = cross_entropy
+) -> Callable[[Params], torch.Tensor]:
+    """:func:`losses_float64` of a fixed ``data``, as a function of the weights, for repeated calls.
+
+    TracInIdeal evaluates every test loss after every SGD step. For :class:`SmallCNN` the first
+    convolution, which takes most of a float64 forward pass, becomes one matrix product with the
+    5 x 5 patches of ``data``, extracted once (about 3x faster than float64 ``conv2d`` on a CPU);
+    other architectures call :func:`losses_float64`. The two agree to float64 rounding.
+
+    Parameters
+    ----------
+    model : nn.Module
+    data : Split of n examples
+    loss : callable
+        Per-example loss, see :func:`per_example_loss`.
+
+    Returns
+    -------
+    callable
+        ``losses(params) -> Tensor of shape (n,)``, float64, no gradient.
+    """
+    if type(model) is not SmallCNN:
+        return lambda params: losses_float64(model, params, data.x, data.y, loss=loss)
+    n, side = len(data), data.x.shape[-1] - 4
+    # (n * side * side, 25): row (j, p) holds the patch of image j at output position p
+    patches = F.unfold(data.x.double(), 5).transpose(1, 2).reshape(-1, 25).contiguous()
+
+    def losses(params: Params) -> torch.Tensor:
+        p = {k: v.double() for k, v in params.items()}
+        with torch.no_grad():
+            h = torch.addmm(p["conv1.bias"], patches, p["conv1.weight"].flatten(1).T)
+            # (n, channels, side, side) in the channels-last layout, which pooling takes as it is
+            h = h.view(n, side, side, -1).permute(0, 3, 1, 2)
+            h = F.relu(F.max_pool2d(h, 2))  # the rest as SmallCNN.forward
+            h = F.relu(F.max_pool2d(F.conv2d(h, p["conv2.weight"], p["conv2.bias"]), 2))
+            h = F.relu(F.linear(h.flatten(1), p["fc1.weight"], p["fc1.bias"]))
+            return loss(F.linear(h, p["fc2.weight"]), data.y)
+
+    return losses
+
+
 def test_loss(trained: TrainedModel, data: Split) -> torch.Tensor:
     """Loss (``trained.loss``) of each example of ``data`` under the final weights, in float64.
 

@@ -11,7 +11,7 @@ from tqdm import tqdm
 from infcore.data import Split
 from infcore.errors import MissingPartError
 from infcore.training import (TrainConfig, TrainedModel, epoch_order, first_epoch_states,
-                               test_loss, train_many)
+                               float64_losses, test_loss, train_many)
 
 
 def leave_one_out(
@@ -115,10 +115,11 @@ def leave_one_out(
         n_jobs=n_jobs,
         starts=starts,
     )
-    with_all = test_loss(trained, test)
+    test_losses = float64_losses(trained.model, test, loss=trained.loss)
+    with_all = test_losses(trained.params)
     without = torch.empty(len(test), n, dtype=torch.float64)
     for i, model in zip(order, retrained):
-        without[:, i] = test_loss(model, test)
+        without[:, i] = test_losses(model.params)
     return (without - with_all[:, None]).numpy()
 
 

@@ -9,7 +9,7 @@ from infcore.data import Split
 from infcore.errors import MissingPartError
 from infcore.methods.gradients import per_example_grads
 from infcore.models import Params
-from infcore.training import TrainedModel, losses_float64, train as train_model
+from infcore.training import TrainedModel, float64_losses, train as train_model
 
 
 def tracin_cp(trained: TrainedModel, train: Split, test: Split) -> np.ndarray:
@@ -95,8 +95,7 @@ def tracin_ideal(
     scores = torch.zeros(len(test), len(train), dtype=torch.float64)
     previous: list[torch.Tensor] = []
 
-    def test_losses(params: Params) -> torch.Tensor:
-        return losses_float64(trained.model, params, test.x, test.y)
+    test_losses = float64_losses(trained.model, test, loss=trained.loss)
 
     def credit(step: int, batch_index: torch.Tensor, before: Params, after: Params) -> None:
         loss_before = previous.pop() if previous else test_losses(before)
