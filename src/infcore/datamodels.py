@@ -128,6 +128,11 @@ class SubsetOutputs:
             raise ValueError(f"output must be one of {list(OUTPUTS)}; got {output!r}")
         return getattr(self, output).mean(axis=1)
 
+    def target(self, output: str = "margin") -> np.ndarray:
+        """What the summed scores predict, larger for a better fit: the seed-averaged margin, or
+        minus the seed-averaged loss; shape (M, n_test)."""
+        return self.mean(output) if output == "margin" else -self.mean(output)
+
 
 def _subset_key(experiment: Experiment, config: TrainConfig, subset: np.ndarray) -> dict:
     return {**experiment._model_key(config), "subset": {
@@ -296,7 +301,7 @@ def lds_curve(
     list of dicts with n_models, n_groups, lds (mean over groups), lds_min, lds_max, and low and
     high (the bootstrap interval of the first group)
     """
-    subsets, target = outputs.subsets, outputs.mean(output)
+    subsets, target = outputs.subsets, outputs.target(output)
     rows = []
     for m in sizes:
         groups = [per_model[g * m:(g + 1) * m] for g in range(len(per_model) // m)]

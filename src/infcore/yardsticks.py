@@ -155,3 +155,29 @@ def rank_agreement(table: pd.DataFrame, yardsticks: Sequence[str] = tuple(YARDST
         rows.append({**row, "spearman": rho, "kendall": tau, "same_best": best_first == best_second,
                      "best_first": best_first, "best_second": best_second, "verdict": verdict})
     return pd.DataFrame(rows)
+
+
+def side_by_side(attribution: pd.DataFrame, detection: pd.DataFrame) -> pd.DataFrame:
+    """The three yardsticks in one long table: one row per method and number of models averaged.
+
+    Parameters
+    ----------
+    attribution : DataFrame
+        Rows of :func:`attribution_yardsticks`.
+    detection : DataFrame
+        The ``detection`` rows of :func:`infcore.mislabel.mislabel_study` (method, n_models, auprc,
+        found_10, found_20); a method or size it lacks gets nan.
+
+    Returns
+    -------
+    DataFrame with columns method, n_models, loo_pearson, lds, lds_low, lds_high, auprc, found_10,
+    found_20
+    """
+    merged = attribution.merge(detection.drop(columns="n_groups", errors="ignore"),
+                               on=["method", "n_models"], how="outer", sort=False)
+    order = list(dict.fromkeys([*attribution.method, *detection.method]))
+    merged["method"] = pd.Categorical(merged.method, order)
+    merged = merged.sort_values(["method", "n_models"]).reset_index(drop=True)
+    merged["method"] = merged.method.astype(str)
+    return merged[["method", "n_models", "loo_pearson", "lds", "lds_low", "lds_high", "auprc",
+                   "found_10", "found_20"]]
