@@ -120,8 +120,8 @@ glue("live_label", live_label, display=False)
 # The paper-scale run ({glue:text}`paper_state`) is made with
 # `python -m infcore.runbook --profile paper --results results/paper`: MNIST, 800 training and
 # 200 test images, the 20 models of page 4's set A and their scores, 100 subsets of half the
-# training set with 5 models each, and 20 label-flipped models (leave-one-out and TracInIdeal
-# self-influence on 3 of them). Columns: the number of models averaged; `LOO r` is the agreement
+# training set with 5 models each, and 20 label-flipped models (leave-one-out self-influence on
+# 3 of them). Columns: the number of models averaged; `LOO r` is the agreement
 # with leave-one-out (empty for leave-one-out itself), `LDS` the linear datamodeling score and
 # `AUPRC` the mislabel detection (empty where the method has no informative self-influence, or
 # fewer scored models).
@@ -221,10 +221,11 @@ display(table.set_index(["method", "n_models"])[["lds", "lds_low", "lds_high", "
                                                   "found_20"]].round(3))
 
 # %% [markdown]
-# Where self-influence is missing: {glue:text}`degenerate_note` Leave-one-out and TracInIdeal are
-# scored on only {glue:text}`costly_models` of the {glue:text}`mislabel_models` label-flipped
-# models (one retraining per training example; batch-size-1 models replayed with every training
-# loss after every step), so their rows have no expected values beyond that. TracInIdeal's scores
+# Where self-influence is missing: {glue:text}`degenerate_note` Leave-one-out is scored on only
+# {glue:text}`costly_models` of the {glue:text}`mislabel_models` label-flipped models (one
+# retraining per training example), so its row has no expected values beyond that. TracInIdeal's
+# self-influence needs no full matrix: one replay of each batch-size-1 training, crediting each
+# step's loss change of its own example to it. TracInIdeal's scores
 # come from its batch-size-1 models, which its agreement with leave-one-out compares with the
 # leave-one-out scores of the ordinary models of the same seeds, and its LDS with the same subset
 # models as every other method.
@@ -316,7 +317,7 @@ cost = pd.DataFrame([
     {"part": "scores of set A", "models": n_models * (1 + ideal) + n_models * n_train,
      "seconds": seconds["scores of set A"]},
     {"part": "label-flipped models",
-     "models": mislabel_models + ideal * min(costly_models, mislabel_models) + flipped_loo,
+     "models": mislabel_models * (1 + ideal) + flipped_loo,
      "seconds": seconds["label-flipped models"]},
 ]).round(1)
 display(cost.set_index("part"))

@@ -14,7 +14,13 @@ from infcore.data import Split
 from infcore.experiments import Task
 from infcore.methods import compute_scores
 from infcore.methods.influence import influence_function
-from infcore.mislabel import detection, flip_labels, mislabel_study, self_influence
+from infcore.mislabel import (
+    detection,
+    flip_labels,
+    mislabel_study,
+    self_influence,
+    tracin_ideal_self_influence,
+)
 from infcore.toys import LogisticModel
 from infcore.training import TrainConfig, TrainedModel, train
 
@@ -101,16 +107,38 @@ def test_sgd_trained_model_finds_planted_flips(method):
 
 
 def test_mislabel_study_on_a_small_split(tmp_path):
-    study = mislabel_study(Task(n_train=40, n_test=10), ["grad_dot", "representer"],
+    study = mislabel_study(Task(n_train=40, n_test=10), ["grad_dot", "representer", "tracin_ideal",
+                                                          "leave_one_out"],
                            TrainConfig(epochs=2), TrainConfig(epochs=1, batch_size=1, lr=0.01),
-                           n_models=2, sizes=[1, 2], fraction=0.1, cache=Cache(tmp_path),
-                           progress=False)
+                           n_models=2, sizes=[1, 2], fraction=0.1, costly_models=1,
+                           cache=Cache(tmp_path), progress=False)
     assert study.flipped.sum() == 4
     assert list(study.detection.columns) == ["method", "n_models", "n_groups", "auprc",
                                              "found_10", "found_20"]
     assert study.detection.set_index(["method", "n_models"]).n_groups.to_dict() == {
-        ("grad_dot", 1): 2, ("grad_dot", 2): 1, ("representer", 1): 2, ("representer", 2): 1}
-    assert len(study.accuracy) == 2 and study.models_scored == {"grad_dot": 2, "representer": 2}
+        ("grad_dot", 1): 2, ("grad_dot", 2): 1, ("representer", 1): 2, ("representer", 2): 1,
+        ("tracin_ideal", 1): 2, ("tracin_ideal", 2): 1, ("leave_one_out", 1): 1}
+    assert len(study.accuracy) == 4  # two models of each batch size
+    assert study.models_scored == {"grad_dot": 2, "representer": 2, "tracin_ideal": 2,
+                                   "leave_one_out": 1}
+    # cached: a second study computes nothing and gives the same numbers
+    again = mislabel_study(Task(n_train=40, n_test=10), ["tracin_ideal"], TrainConfig(epochs=2),
+                           TrainConfig(epochs=1, batch_size=1, lr=0.01), n_models=2, sizes=[1],
+                           cache=Cache(tmp_path), progress=False)
+    assert again.detection.auprc.iloc[0] == study.detection.query(
+        "method == 'tracin_ideal' and n_models == 1").auprc.iloc[0]
     with pytest.raises(ValueError, match="grad_cos"):
         mislabel_study(Task(n_train=40, n_test=10), ["grad_cos"], TrainConfig(), TrainConfig(),
                        n_models=1, sizes=[1], cache=Cache(tmp_path))
+
+
+def test_tracin_ideal_self_influence_is_the_diagonal_of_its_matrix():
+    split, _ = _blobs(seed=2)
+    split = Split(split.x[:40].float(), split.y[:40])
+    trained = train(TrainConfig(epochs=2, lr=0.1, batch_size=1), split, model=LogisticModel(DIM, 2))
+    full = compute_scores("tracin_ideal", trained, split, split)
+    np.testing.assert_allclose(tracin_ideal_self_influence(trained, split), np.diagonal(full),
+                               rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="batch-size-1"):
+        tracin_ideal_self_influence(
+            train(TrainConfig(epochs=1, batch_size=4), split, model=LogisticModel(DIM, 2)), split)

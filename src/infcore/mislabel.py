@@ -15,6 +15,8 @@ SELF_INFLUENCE
     For each method, whether its self-influence is informative, and why not where it is not.
 self_influence
     The diagonal of a score matrix whose test set is the training set.
+tracin_ideal_self_influence
+    TracInIdeal's diagonal from one replay of training, without the full matrix.
 detection
     AUPRC and the share found in the top fractions, for one ranking.
 mislabel_study
@@ -36,15 +38,16 @@ from sklearn.metrics import average_precision_score
 from infcore.cache import Cache
 from infcore.data import Split
 from infcore.experiments import Experiment, Task, check_methods, model_sets
-from infcore.training import TrainConfig, accuracy
+from infcore.models import Params
+from infcore.training import TrainConfig, TrainedModel, accuracy, losses_float64
+from infcore.training import train as train_model
 
 #: why a method's self-influence cannot rank examples (methods absent here are informative)
 DEGENERATE: dict[str, str] = {
     "grad_cos": "the cosine of a gradient with itself is 1 for every example, so it ranks nothing",
 }
-#: methods scored on fewer models: one retraining per training example (leave-one-out), or
-#: batch-size-1 models replayed with every training loss after every step (TracInIdeal)
-COSTLY = ("leave_one_out", "tracin_ideal")
+#: methods scored on fewer models: one retraining per training example
+COSTLY = ("leave_one_out",)
 #: the shares of the ranking inspected (kronfluence's and dattri's convention)
 INSPECTED = (0.1, 0.2)
 
@@ -94,6 +97,45 @@ def self_influence(scores: ArrayLike) -> np.ndarray:
     return np.diagonal(scores).copy()
 
 
+def tracin_ideal_self_influence(trained: TrainedModel, train: Split, *, atol: float = 1e-5) -> np.ndarray:
+    """TracInIdeal's self-influence, without its (n_train, n_train) matrix.
+
+    The diagonal of :func:`infcore.methods.tracin_ideal` with ``train`` as the test set: replaying
+    the batch-size-1 training, each step adds ``loss before - loss after`` of its own example to
+    that example's score (float64 losses, as there). The full matrix evaluates every training loss
+    after every step, n_train times the work of this replay.
+
+    Returns
+    -------
+    ndarray of shape (n_train,)
+
+    Raises
+    ------
+    ValueError
+        When the model was not trained with batch size 1 by infcore, or the replay does not end at
+        ``trained.params``.
+    """
+    if trained.config is None or trained.config.batch_size != 1:
+        raise ValueError("TracInIdeal's self-influence replays a batch-size-1 training by infcore "
+                         f"(trained.config.batch_size == 1); got config {trained.config}")
+    scores = np.zeros(len(train))
+
+    def credit(step: int, batch_index: torch.Tensor, before: Params, after: Params) -> None:
+        i = int(batch_index[0])
+        x, y = train.x[i:i + 1], train.y[i:i + 1]
+        change = (losses_float64(trained.model, before, x, y)
+                  - losses_float64(trained.model, after, x, y))
+        scores[i] += float(change[0])
+
+    replay = train_model(trained.config, train, model=trained.model, exclude=trained.excluded,
+                         on_step=credit)
+    for name, p in trained.params.items():
+        if not torch.allclose(replay.params[name], p, rtol=0.0, atol=atol):
+            raise ValueError(f"replaying the training does not reproduce trained.params ({name!r}); "
+                             "was the model trained on `train` with trained.config?")
+    return scores
+
+
 def detection(ranking: ArrayLike, flipped: ArrayLike, inspected: Sequence[float] = INSPECTED) -> dict[str, float]:
     """How well ``ranking`` (highest first) finds the ``flipped`` examples.
 
@@ -116,6 +158,12 @@ def detection(ranking: ArrayLike, flipped: ArrayLike, inspected: Sequence[float]
         top = order[:int(np.ceil(round(q * len(ranking), 9)))]
         result[f"found_{round(100 * q)}"] = float(flipped[top].sum() / flipped.sum())
     return result
+
+
+def _cached_tracin_ideal_self(experiment: Experiment, config: TrainConfig) -> np.ndarray:
+    key = {**experiment._scores_key(config, "tracin_ideal", {}), "self_influence": True}
+    return experiment.cache.get_or_compute("self_influence", key, lambda: tracin_ideal_self_influence(
+        experiment.models([config])[0], experiment.train))
 
 
 @dataclass
@@ -161,9 +209,10 @@ def mislabel_study(
 ) -> MislabelStudy:
     """Flip labels, train ``n_models`` models, rank the training examples by self-influence.
 
-    Leave-one-out (one retraining per training example) and TracInIdeal (batch-size-1 models,
-    every training loss after every step) are scored on only the first ``costly_models`` models;
-    every other method on all ``n_models``. Sizes larger than a method's models are left out of
+    Leave-one-out (one retraining per training example) is scored on only the first
+    ``costly_models`` models, every other method on all ``n_models``; TracInIdeal's
+    self-influence comes from :func:`tracin_ideal_self_influence` (one replay of each of its
+    batch-size-1 models), cached. Sizes larger than a method's models are left out of
     its rows. Methods in :data:`DEGENERATE` are refused.
 
     Returns
@@ -188,8 +237,11 @@ def mislabel_study(
     for method in methods:
         count = min(costly_models, n_models) if method in COSTLY else n_models
         configs = model_sets(count, ideal_base if method == "tracin_ideal" else base)
-        per_model = [self_influence(s) for s in
-                     experiment.scores(method, configs, **options.get(method, {}))]
+        if method == "tracin_ideal":
+            per_model = [_cached_tracin_ideal_self(experiment, c) for c in configs]
+        else:
+            per_model = [self_influence(s) for s in
+                         experiment.scores(method, configs, **options.get(method, {}))]
         scored[method] = count
         for m in sorted(set(sizes)):
             groups = [per_model[g * m:(g + 1) * m] for g in range(count // m)]
@@ -200,7 +252,7 @@ def mislabel_study(
                          **metrics.mean().to_dict()})
     kinds = [(base, n_models)]
     if "tracin_ideal" in methods:
-        kinds.append((ideal_base, min(costly_models, n_models)))
+        kinds.append((ideal_base, n_models))
     for config, count in kinds:
         for model in experiment.models(model_sets(count, config)):
             accuracies.append({"batch_size": config.batch_size,
