@@ -247,7 +247,7 @@ def linear_datamodeling_score(
         A method's scores, positive for helpful examples (so they predict a larger margin).
     subsets : array_like of shape (M, n_train), bool
     outputs : array_like of shape (M, n_test)
-        The output to predict, larger for a better fit: the margin (:meth:`SubsetOutputs.mean`),
+        The output to predict, larger for a better fit: the margin (:meth:`SubsetOutputs.target`),
         or minus the loss.
     n_bootstrap : int
         Resamples of the test examples for the interval.

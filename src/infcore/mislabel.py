@@ -100,7 +100,7 @@ def self_influence(scores: ArrayLike) -> np.ndarray:
 def tracin_ideal_self_influence(trained: TrainedModel, train: Split, *, atol: float = 1e-5) -> np.ndarray:
     """TracInIdeal's self-influence, without its (n_train, n_train) matrix.
 
-    The diagonal of :func:`infcore.methods.tracin_ideal` with ``train`` as the test set: replaying
+    The diagonal of :func:`infcore.methods.tracin.tracin_ideal` with ``train`` as the test set: replaying
     the batch-size-1 training, each step adds ``loss before - loss after`` of its own example to
     that example's score (float64 losses, as there). The full matrix evaluates every training loss
     after every step, n_train times the work of this replay.
