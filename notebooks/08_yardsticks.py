@@ -15,8 +15,8 @@
 # the detection of poisoned training examples instead {cite:p}`karthikeyan2022revisiting`. Since
 # then the field has settled on two other yardsticks. The *linear datamodeling score* (LDS)
 # {cite:p}`ilyas2022datamodels,park2023trak` asks whether a method's scores predict what training
-# on a random half of the data does to a test prediction; libraries such as dattri
-# {cite:p}`deng2024dattri` use it as their main benchmark. *Mislabel detection* flips the labels of
+# on a random half of the data does to a test prediction; benchmark libraries such as dattri
+# {cite:p}`deng2024dattri` report it beside leave-one-out correlation and mislabel detection. *Mislabel detection* flips the labels of
 # some training examples and asks whether the examples with the largest influence on themselves
 # are the flipped ones {cite:p}`koh2017understanding,pruthi2020estimating`.
 #
@@ -134,9 +134,9 @@ except FileNotFoundError:
     at_scale = None
 if at_scale is None:
     glue("paper_state", "not made yet", display=False)
-    print("The paper-scale run of this page has not been made yet: results/paper/ holds no "
+    print(f"The paper-scale run of this page has not been made yet: {paper_results} holds no "
           "tables of 08_yardsticks. Run `python -m infcore.runbook --profile paper --results "
-          "results/paper --only 08_yardsticks` to make it; the live run below shows the "
+          f"{paper_results} --only 08_yardsticks` to make it; the live run below shows the "
           "same tables at the book's profile.")
 else:
     scale_table = at_scale.tables["yardsticks_table"]
@@ -237,8 +237,9 @@ glue("costly_models", costly_models, display=False)
 glue("mislabel_models", mislabel_models, display=False)
 accuracy = study.accuracy
 print(f"label-flipped models: clean test accuracy {accuracy.clean_test_accuracy.min():.3f} to "
-      f"{accuracy.clean_test_accuracy.max():.3f}; they fit {accuracy.train_accuracy_flipped.min():.3f}"
-      f" to {accuracy.train_accuracy_flipped.max():.3f} of the flipped training labels as given")
+      f"{accuracy.clean_test_accuracy.max():.3f}; training accuracy on the labels as given "
+      f"(flipped ones included) {accuracy.train_accuracy_flipped.min():.3f} to "
+      f"{accuracy.train_accuracy_flipped.max():.3f}")
 
 # %% [markdown]
 # ## Do the yardsticks rank the methods the same way?

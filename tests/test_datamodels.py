@@ -102,6 +102,19 @@ def test_lds_matches_a_brute_force_loop(convex):
     assert result.mean == pytest.approx(np.mean(expected), abs=1e-12)
 
 
+def test_removed_examples_predict_the_loss_change(convex):
+    # the same LDS from the other reading of the sign: leave-one-out is L_{D\i} - L_D, positive
+    # for a helpful example, so removing the examples outside a subset is predicted to raise the
+    # loss by the sum of their scores (the total over all examples is the same for every subset)
+    _, _, scores, subsets, outputs = convex
+    losses = np.logaddexp(0, -outputs)
+    predicted_change = (~subsets).astype(float) @ scores.T
+    expected = [stats.spearmanr(predicted_change[:, t], losses[:, t]).statistic
+                for t in range(scores.shape[0])]
+    result = linear_datamodeling_score(scores, subsets, -losses)
+    np.testing.assert_allclose(result.per_test, expected, rtol=0, atol=1e-12)
+
+
 def test_margin_and_minus_loss_agree_for_one_model(convex):
     # the cross-entropy is softplus(-margin): one model's ranking of subsets is the same by both
     trained, test, scores, subsets, outputs = convex

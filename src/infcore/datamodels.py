@@ -20,7 +20,9 @@ linear_datamodeling_score
 Sign. ``scores[t, i] > 0`` means that training on ``i`` lowers the loss on ``t`` (see
 :mod:`infcore.methods`), so a subset whose members have large summed scores should have a low test
 loss and a large margin: the LDS correlates the summed scores with the margin (equivalently,
-minus the loss), and a good method has an LDS near +1.
+minus the loss), and a good method has an LDS near +1. Read the other way, as leave-one-out is
+defined (``L_{D \\ i} - L_D``): dropping the examples outside a subset is predicted to raise the
+test loss by the sum of their scores, and the sum over all examples is the same for every subset.
 
 Why the margin and not the loss. With ``margin = logit_y - logsumexp(other logits)`` the
 cross-entropy is ``softplus(-margin)``, a decreasing function of it, so for a single model the two
