@@ -145,6 +145,22 @@ else:
     display(wide(scale_table, at_scale.parameters["table_sizes"]).round(3))
 
 # %% [markdown]
+# The LDS of expected scores against the number of models averaged (the paper's proposal judged
+# by the LDS), and all three yardsticks as models are added (as in {numref}`fig-yardsticks` below):
+
+# %% tags=["remove-input"]
+if at_scale is not None:
+    scale_curve = scale_table.pivot(index="method", columns="n_models", values="lds")
+    display(scale_curve.reindex(list(dict.fromkeys(scale_table.method))).round(3)
+            .rename_axis(columns="LDS, models averaged"))
+    fig = plots.yardsticks_by_models(scale_table, title=at_scale.label,
+                                     chance_auprc=at_scale.parameters["flip_fraction"])
+    display(fig)
+    plt.close(fig)
+else:
+    print("(no paper-scale run yet)")
+
+# %% [markdown]
 # Do the yardsticks order the methods alike? For each pair of yardsticks, the Spearman and Kendall
 # correlations between the two orderings of the methods that both judge, at one model and at the
 # largest number of models averaged:
