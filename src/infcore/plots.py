@@ -302,3 +302,47 @@ def proponents_opponents(
             ax.set_yticks([])
     fig.tight_layout()
     return fig
+
+
+def yardsticks_by_models(table: pd.DataFrame, title: str | None = None,
+                         chance_auprc: float | None = None) -> plt.Figure:
+    """The three yardsticks against the number of models averaged: one panel each, a line per
+    method (the LDS with its bootstrap interval as a band).
+
+    Parameters
+    ----------
+    table : DataFrame
+        Rows of :func:`infcore.yardsticks.side_by_side`.
+    title : str, optional
+    chance_auprc : float, optional
+        The AUPRC of a random ranking (the flipped share), drawn as a dotted line.
+    """
+    sns.set_theme(style="whitegrid", font_scale=BOOK_FONT_SCALE)
+    panels = [("loo_pearson", "agreement with LOO (Pearson)"),
+              ("lds", "linear datamodeling score"), ("auprc", "mislabel detection (AUPRC)")]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.4))
+    palette = dict(zip(dict.fromkeys(table.method), sns.color_palette("tab10")))
+    for ax, (column, label) in zip(axes, panels):
+        for method, rows in table.groupby("method", sort=False):
+            rows = rows.dropna(subset=[column]).sort_values("n_models")
+            if rows.empty:
+                continue
+            ax.plot(rows.n_models, rows[column], marker="o", color=palette[method], label=method)
+            if column == "lds":
+                ax.fill_between(rows.n_models, rows.lds_low, rows.lds_high, color=palette[method],
+                                alpha=0.12, linewidth=0)
+        if column == "auprc" and chance_auprc is not None:
+            ax.axhline(chance_auprc, color="grey", linestyle=":", linewidth=1.5)
+        ax.set_xscale("log")
+        sizes = sorted(table.n_models.unique())
+        ax.set_xticks(sizes, [str(s) for s in sizes])
+        ax.minorticks_off()
+        ax.set_xlabel("models averaged")
+        ax.set_title(label)
+    handles, labels = axes[1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.02), ncol=4,
+               frameon=False)
+    if title:
+        fig.suptitle(title, y=1.02)
+    fig.tight_layout()
+    return fig

@@ -25,6 +25,9 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "04_expected_influence": {"profile": "quick", **_QUICK_SWEEP, "n_models": 3, "sizes": [1, 2, 3]},
         "05_poisoning": {"profile": "quick", "n_train": 200, "n_test": 40, "n_poison": 20,
                          "n_test_poison": 20, "n_models": 3},
+        "08_yardsticks": {"profile": "quick", **_QUICK_SWEEP, "n_models": 3, "sizes": [1, 3],
+                          "table_sizes": [1, 3], "n_subsets": 20, "subset_seeds": 2,
+                          "mislabel_models": 3, "costly_models": 1},
         "09_your_model": {},
     },
     "paper": {
@@ -40,6 +43,13 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         # poisoned test images, hence 10.
         "05_poisoning": {"profile": "paper", **_PAPER_SWEEP, "n_poison": 100, "n_test_poison": 100,
                          "n_models": 20, "lr": 0.1, "ideal_epochs": 10},
+        # MNIST only, with page 4's set A (the same 20 models and scores); 100 subsets of half the
+        # training set with 5 seeds each (500 models of 400 examples); leave-one-out
+        # self-influence (one retraining per example, about 100-150 s per model) on 3 of the 20
+        # label-flipped models, every other method on all 20
+        "08_yardsticks": {"profile": "paper", "n_train": 800, "n_test": 200, "n_models": 20,
+                          "sizes": [1, 2, 5, 10, 20], "table_sizes": [1, 5, 20], "n_subsets": 100,
+                          "subset_seeds": 5, "mislabel_models": 20, "costly_models": 3},
         "09_your_model": {},
     },
 }

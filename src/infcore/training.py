@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from numpy.typing import ArrayLike
 from torch import nn
 from torch.func import functional_call, vmap
 from tqdm import tqdm
@@ -140,6 +141,9 @@ class TrainedModel:
         Coefficient ``lambda`` of the ``lambda / 2 * ||theta||^2`` term of the training objective
         (its Hessian, the representer penalty); None takes ``config.weight_decay``, or 0 without a
         config.
+    kept : bool Tensor of shape (n_train,) or None
+        The training subset the model was trained on (:func:`train_many` with ``keep``); None
+        when it saw every example (but ``excluded``).
     """
 
     model: nn.Module
@@ -152,6 +156,7 @@ class TrainedModel:
     train_fingerprint: str | None = None
     loss: PerExampleLoss = cross_entropy
     weight_decay: float | None = None
+    kept: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.weight_decay is None:
@@ -203,20 +208,48 @@ def per_example_loss(
     return values
 
 
-def epoch_order(n: int, order_seed: int, epoch: int, exclude: int | None = None) -> torch.Tensor:
+def epoch_order(
+    n: int, order_seed: int, epoch: int, exclude: int | None = None,
+    keep: torch.Tensor | None = None,
+) -> torch.Tensor:
     """The order in which the training examples are visited in ``epoch``.
 
     A permutation of ``range(n)`` drawn from a generator seeded by ``(order_seed, epoch)`` alone, so
     it does not depend on the initialisation, the device or what ran before. With ``exclude=i`` it
-    is the same permutation with ``i`` deleted.
+    is the same permutation with ``i`` deleted; with ``keep`` (a bool mask of shape (n,), a
+    training subset) the same permutation restricted to the kept examples.
 
     Returns
     -------
-    Tensor of shape (n,) or (n - 1,), int64, on the CPU
+    Tensor of shape (n,), (n - 1,) or (keep.sum(),), int64, on the CPU
     """
     seed = int(np.random.SeedSequence([order_seed, epoch]).generate_state(1)[0])
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    if keep is not None:
+        order = order[keep[order]]
     return order if exclude is None else order[order != exclude]
+
+
+def _check_keep(keep: Sequence[ArrayLike | None] | None, k: int, n: int) -> list[torch.Tensor | None]:
+    """Each model's training subset as a bool tensor of shape (n,), or None (all examples)."""
+    if keep is None:
+        return [None] * k
+    keep = list(keep)
+    if len(keep) != k:
+        raise ValueError(f"keep must hold one entry per config ({k}), got {len(keep)}")
+    masks: list[torch.Tensor | None] = []
+    for m, mask in enumerate(keep):
+        if mask is None:
+            masks.append(None)
+            continue
+        mask = torch.as_tensor(np.asarray(mask))
+        if mask.dtype != torch.bool or tuple(mask.shape) != (n,):
+            raise ValueError(f"keep[{m}] must be a bool mask of shape ({n},), got dtype "
+                             f"{mask.dtype} and shape {tuple(mask.shape)}")
+        if not mask.any():
+            raise ValueError(f"keep[{m}] keeps no training example")
+        masks.append(mask)
+    return masks
 
 
 def _check_exclude(exclude: object, n: int) -> None:
@@ -580,6 +613,7 @@ def _train_chunk(
     y: torch.Tensor,
     model: nn.Module,
     device: str | torch.device,
+    subsets: Sequence[torch.Tensor | None] | None = None,
     starts: Sequence[tuple[int, Params] | None] | None = None,
 ) -> list[list[Params]]:
     """Train the models of one chunk together; one independent job of :func:`train_many`.
@@ -594,6 +628,8 @@ def _train_chunk(
     model : nn.Module
     device : str or torch.device
         Where to compute.
+    subsets : sequence of K (bool Tensor of shape (n,) or None), optional
+        The training subset of each model (None: all examples).
     starts : sequence of K ((int, Params) or None), optional
         See :func:`train_many`; the chunk skips the updates of its first epoch that no model takes.
 
@@ -614,7 +650,8 @@ def _train_chunk(
     checkpoints: list[list[Params]] = [[] for _ in configs]
     problems: list[str | None] = [None] * k_models
     for epoch in range(epochs):
-        orders = [epoch_order(len(y), c.order_seed, epoch, i) for c, i in zip(configs, excluded)]
+        orders = [epoch_order(len(y), c.order_seed, epoch, i, keep)
+                  for c, i, keep in zip(configs, excluded, subsets or [None] * k_models)]
         index, weight, active = _epoch_batches(orders, configs[0].batch_size)
         index, weight, active = index.to(device), weight.to(device), active.to(device)
         epoch_loss = torch.zeros(k_models, device=device)
@@ -678,6 +715,7 @@ def train_many(
     *,
     model: nn.Module | None = None,
     exclude: Sequence[int | None] | None = None,
+    keep: Sequence[ArrayLike | None] | None = None,
     device: str | torch.device = "cpu",
     chunk_size: int = 64,
     progress: bool = False,
@@ -706,6 +744,10 @@ def train_many(
         Architecture; ``SmallCNN()`` when None.
     exclude : sequence of K (int or None), optional
         Training example left out by each model (None: keeps all); None for all models.
+    keep : sequence of K (bool array of shape (n,) or None), optional
+        Training subset of each model (None: all examples), for datamodels and the linear
+        datamodeling score: model k visits ``epoch_order(n, order_seed, e)`` restricted to its
+        subset. None for all models.
     device : str or torch.device
         Where to compute; the returned weights are on the CPU.
     chunk_size : int
@@ -749,12 +791,14 @@ def train_many(
         )
     for i in excluded:
         _check_exclude(i, len(data))
+    subsets = _check_keep(keep, len(configs), len(data))
     starts = [None] * len(configs) if starts is None else list(starts)
     _check_starts(starts, configs, len(data))
     check_backend(backend, n_jobs)
     chunks = [
         (configs[first : first + chunk_size], excluded[first : first + chunk_size], data.x,
-         data.y, model, device, starts[first : first + chunk_size])
+         data.y, model, device, subsets[first : first + chunk_size],
+         starts[first : first + chunk_size])
         for first in range(0, len(configs), chunk_size)
     ]
     results: list[tuple[list[Params], str | None]] = []
@@ -776,8 +820,9 @@ def train_many(
             excluded=i,
             n_train=n_train,
             train_fingerprint=train_fingerprint,
+            kept=subset,
         )
-        for config, i, (kept, _) in zip(configs, excluded, results)
+        for config, i, subset, (kept, _) in zip(configs, excluded, subsets, results)
     ]
 
 

@@ -197,6 +197,34 @@ def _poisoning(p: Mapping[str, Any]) -> None:
     _at_most("n_test_poison", p["n_test_poison"], p["n_test"] // 2, "the source-class test examples")
 
 
+def _fraction(name: str, value: Any) -> None:
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            or not 0 < value < 1):
+        raise ParameterError(f"{name} must be a number in (0, 1); got {value!r}")
+
+
+def _yardsticks(p: Mapping[str, Any]) -> None:
+    _sweep({**p, "datasets": ["mnist"]})
+    if 1 not in p["sizes"] or max(p["sizes"]) > p["n_models"]:
+        raise ParameterError(f"sizes must include 1 and lie in [1, n_models={p['n_models']}]; "
+                             f"got {p['sizes']!r}")
+    if not set(p["table_sizes"]) <= set(p["sizes"]):
+        raise ParameterError(f"table_sizes must be drawn from sizes {p['sizes']!r}; got "
+                             f"{p['table_sizes']!r}")
+    if max(p["table_sizes"]) > p["mislabel_models"]:
+        raise ParameterError(f"table_sizes must lie in [1, mislabel_models={p['mislabel_models']}] "
+                             f"(the mislabel detection averages as many models); got "
+                             f"{p['table_sizes']!r}")
+    _at_most("costly_models", p["costly_models"], p["mislabel_models"], "the label-flipped models")
+    if round(p["flip_fraction"] * p["n_train"]) < 1:
+        raise ParameterError(f"flip_fraction={p['flip_fraction']} of n_train={p['n_train']} "
+                             "flips no label")
+    kept = round(p["alpha"] * p["n_train"])
+    if not 1 <= kept < p["n_train"]:
+        raise ParameterError(f"alpha={p['alpha']} of n_train={p['n_train']} keeps {kept} "
+                             "examples per subset; need 1 to n_train - 1")
+
+
 def _rethinking(p: Mapping[str, Any]) -> None:
     _mnist_fits(p["cnn_n_train"], p["cnn_n_test"])
     if len(p["orders"]) != 2:
@@ -238,6 +266,13 @@ PAGES: dict[str, tuple[dict[str, Rule], Callable[[Mapping[str, Any]], None]]] = 
     "05_poisoning": ({**_SWEEP_RULES, "n_models": _integer(1), "n_poison": _integer(1),
                       "n_test_poison": _integer(1), "poison_seed": _integer(0),
                       "ideal_epochs": _integer(1)}, _poisoning),
+    "08_yardsticks": ({**{k: v for k, v in _SWEEP_RULES.items() if k != "datasets"},
+                       "n_models": _integer(1), "sizes": _integers(1, least=1),
+                       "table_sizes": _integers(1, least=1), "n_subsets": _integer(2),
+                       "alpha": _fraction, "subset_seeds": _integer(1), "subset_seed": _integer(0),
+                       "lds_output": _one_of(["margin", "loss"]), "flip_fraction": _fraction,
+                       "flip_seed": _integer(0), "mislabel_models": _integer(1),
+                       "costly_models": _integer(1)}, _yardsticks),
     "06_paper_scale": ({"results_path": _text("a folder path", optional=False)}, _nothing),
     "09_your_model": ({"n_train": _integer(2), "n_test": _integer(1), "data_seed": _integer(0),
                        "hidden": _integer(1), "steps": _integer(1), "lr": _number(positive=True),
