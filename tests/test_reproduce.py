@@ -215,3 +215,22 @@ def test_a_flipped_verdict_is_caught(tmp_path, committed):
     with pytest.raises(Mismatch, match="the text differs"):
         compare_notebooks(BOOK / "02_instability.ipynb",
                           _write(tmp_path, "02_instability.ipynb", changed))
+
+
+def _notebook(cells: list[dict]) -> dict:
+    return {"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+
+
+def _code(source: str, text: str, tags: list[str]) -> dict:
+    return {"cell_type": "code", "source": source, "metadata": {"tags": tags},
+            "outputs": [_stdout(text)], "execution_count": 1}
+
+
+def test_cells_tagged_to_ignore_their_output_are_skipped_as_nbval_skips_them(tmp_path):
+    ref = _notebook([_code("seconds", "took 12.5 s\n", ["nbval-ignore-output"]),
+                     _code("value", "r = 0.5\n", [])])
+    new = _notebook([_code("seconds", "took 99.0 s\n", ["nbval-ignore-output"]),
+                     _code("value", "r = 0.7\n", [])])
+    numbers = compare_notebooks(_write(tmp_path, "ref.ipynb", ref), _write(tmp_path, "new.ipynb", new))
+    # only the untagged cell's number is compared, and it is beyond the exact tolerance
+    assert [(n.ref, n.new, n.within) for n in numbers] == [(0.5, 0.7, False)]

@@ -355,6 +355,8 @@ def _loosest(spec: str | Mapping[str, str] | None) -> str:
 def compare_notebooks(ref_path: Path, new_path: Path) -> list[Number]:
     """Every number of two executed versions of one notebook (cells matched in order).
 
+    Cells tagged ``nbval-ignore-output`` (timings) are skipped, as ``pytest --nbval`` skips them.
+
     Raises
     ------
     Mismatch
@@ -366,6 +368,8 @@ def compare_notebooks(ref_path: Path, new_path: Path) -> list[Number]:
         raise Mismatch(f"{new_path}: its code cells are not those of {ref_path}")
     numbers: list[Number] = []
     for i, (a, b) in enumerate(zip(ref_cells, new_cells)):
+        if "nbval-ignore-output" in a.get("metadata", {}).get("tags", []):
+            continue
         numbers += compare_outputs(a.get("outputs", []), b.get("outputs", []),
                                    a.get("metadata", {}).get("tolerance"),
                                    where=f"{Path(ref_path).stem} cell {i}",
@@ -412,6 +416,11 @@ def main(argv: list[str] | None = None) -> int:
     except Mismatch as error:
         print(f"MISMATCH {error}", file=sys.stderr)
         return 1
+    if table.empty:
+        print(f"no notebook of {args.reference} has a namesake with numbers in "
+              f"{', '.join(map(str, args.runs))}: give folders of executed notebooks",
+              file=sys.stderr)
+        return 2
     if args.csv:
         table.to_csv(args.csv, index=False)
     changed = table[table.difference > 0]
