@@ -214,9 +214,54 @@ def epoch_order(n: int, order_seed: int, epoch: int, exclude: int | None = None)
     -------
     Tensor of shape (n,) or (n - 1,), int64, on the CPU
     """
-    seed = int(np.random.SeedSequence([order_seed, epoch]).generate_state(1)[0])
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(order_seed, epoch)))
     return order if exclude is None else order[order != exclude]
+
+
+def epoch_seed(order_seed: int, epoch: int) -> int:
+    """The seed of the generator that draws epoch ``epoch``'s order (see :func:`epoch_order`)."""
+    return int(np.random.SeedSequence([order_seed, epoch]).generate_state(1)[0])
+
+
+#: how a leave-one-out retraining orders the remaining examples (:func:`retraining_order`)
+ORDER_VARIANTS = ("kept", "redrawn", "fresh")
+
+
+def check_order_variant(order_variant: object) -> str:
+    """``order_variant`` if it is one of :data:`ORDER_VARIANTS`, else a ValueError naming them."""
+    if order_variant not in ORDER_VARIANTS:
+        raise ValueError(f"order_variant must be one of {list(ORDER_VARIANTS)}; got {order_variant!r}")
+    return order_variant
+
+
+def retraining_order(
+    n: int, order_seed: int, epoch: int, exclude: int | None = None, order_variant: str = "kept"
+) -> torch.Tensor:
+    """The order of epoch ``epoch`` of a run that leaves out ``exclude``, under an order variant.
+
+    ``"kept"`` is :func:`epoch_order`: the full run's permutation with ``exclude`` deleted, so the
+    remaining examples keep their relative order (the book's leave-one-out). ``"redrawn"`` is what
+    ``DataLoader(Subset(data, remaining), shuffle=True, generator=g)`` draws when ``g`` is seeded
+    with the full run's seed of that epoch (:func:`epoch_seed`): a permutation of the ``n - 1``
+    positions, unrelated to the full run's order. ``"fresh"`` draws a permutation of the remaining
+    examples from a seed of its own for every left-out example. Without ``exclude`` all three are
+    :func:`epoch_order`, so the model trained on all examples is the same.
+
+    Returns
+    -------
+    Tensor of shape (n,) or (n - 1,), int64, on the CPU
+    """
+    check_order_variant(order_variant)
+    if exclude is None or order_variant == "kept":
+        return epoch_order(n, order_seed, epoch, exclude)
+    remaining = torch.cat([torch.arange(exclude), torch.arange(exclude + 1, n)])
+    if order_variant == "fresh":
+        seed = int(np.random.SeedSequence([order_seed, epoch, exclude, 1]).generate_state(1)[0])
+        return remaining[torch.randperm(n - 1, generator=torch.Generator().manual_seed(seed))]
+    generator = torch.Generator().manual_seed(epoch_seed(order_seed, epoch))
+    # a DataLoader's iterator first draws the base seed of its workers from the generator
+    torch.empty((), dtype=torch.int64).random_(generator=generator)
+    return remaining[torch.randperm(n - 1, generator=generator)]
 
 
 def _check_exclude(exclude: object, n: int) -> None:
@@ -313,6 +358,7 @@ def train(
     exclude: int | None = None,
     on_step: StepCallback | None = None,
     device: str | torch.device = "cpu",
+    order_variant: str = "kept",
 ) -> TrainedModel:
     """Train one model with minibatch SGD; the reference loop that every other path must match.
 
@@ -338,6 +384,8 @@ def train(
         and after the update; they are fresh tensors that training does not change afterwards.
     device : str or torch.device
         Where to compute; the returned weights are on the CPU.
+    order_variant : {"kept", "redrawn", "fresh"}
+        How a run with ``exclude`` orders the remaining examples (:func:`retraining_order`).
 
     Returns
     -------
@@ -351,6 +399,7 @@ def train(
         If the run diverges (it stops at the end of that epoch) or dies (the gradient at the final
         weights is exactly zero on the first training examples), naming ``config``.
     """
+    check_order_variant(order_variant)
     model = _default_model() if model is None else model
     params = {name: p.to(device) for name, p in init_params(model, config.init_seed).items()}
     x, y = data.x.to(device), data.y.to(device)
@@ -359,7 +408,7 @@ def train(
     checkpoints: list[Params] = []
     step = 0
     for epoch in range(config.epochs):
-        order = epoch_order(len(data), config.order_seed, epoch, exclude)
+        order = retraining_order(len(data), config.order_seed, epoch, exclude, order_variant)
         epoch_loss = torch.zeros((), device=device)
         for batch_index in order.split(config.batch_size):
             batch = batch_index.to(device)
@@ -502,6 +551,7 @@ def _train_chunk(
     y: torch.Tensor,
     model: nn.Module,
     device: str | torch.device,
+    order_variant: str = "kept",
 ) -> list[list[Params]]:
     """Train the models of one chunk together; one independent job of :func:`train_many`.
 
@@ -515,6 +565,8 @@ def _train_chunk(
     model : nn.Module
     device : str or torch.device
         Where to compute.
+    order_variant : str
+        See :func:`retraining_order`.
 
     Returns
     -------
@@ -530,7 +582,8 @@ def _train_chunk(
     checkpoints: list[list[Params]] = [[] for _ in configs]
     problems: list[str | None] = [None] * k_models
     for epoch in range(epochs):
-        orders = [epoch_order(len(y), c.order_seed, epoch, i) for c, i in zip(configs, excluded)]
+        orders = [retraining_order(len(y), c.order_seed, epoch, i, order_variant)
+                  for c, i in zip(configs, excluded)]
         index, weight, active = _epoch_batches(orders, configs[0].batch_size)
         index, weight, active = index.to(device), weight.to(device), active.to(device)
         epoch_loss = torch.zeros(k_models, device=device)
@@ -589,6 +642,7 @@ def train_many(
     progress: bool = False,
     backend: str | None = None,
     n_jobs: int | None = None,
+    order_variant: str = "kept",
 ) -> list[TrainedModel]:
     """Train K models at once; model k takes exactly the steps of ``train(configs[k], ...)``.
 
@@ -623,6 +677,9 @@ def train_many(
         See :mod:`infcore.parallel`.
     n_jobs : int or None
         Worker processes of ``backend="loky"`` (None: one per CPU core); None otherwise.
+    order_variant : {"kept", "redrawn", "fresh"}
+        How the models that leave out an example order the remaining ones
+        (:func:`retraining_order`).
 
     Returns
     -------
@@ -637,6 +694,7 @@ def train_many(
         such config by its position in ``configs``.
     """
     configs = list(configs)
+    check_order_variant(order_variant)
     _shared_hyperparameters(configs)
     model = _default_model() if model is None else model
     check_fits(model, init_params(model, configs[0].init_seed), data, "training")
@@ -651,7 +709,7 @@ def train_many(
     check_backend(backend, n_jobs)
     chunks = [
         (configs[start : start + chunk_size], excluded[start : start + chunk_size], data.x,
-         data.y, model, device)
+         data.y, model, device, order_variant)
         for start in range(0, len(configs), chunk_size)
     ]
     results: list[tuple[list[Params], str | None]] = []

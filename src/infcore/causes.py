@@ -1,0 +1,549 @@
+"""Candidate causes of the gap between our Table 1 and the paper's, each as one controlled change.
+
+The paper finds leave-one-out and influence functions the least stable methods under a change of
+initialisation (Pearson 0.043 and 0.023 on MNIST); our runs find them far more stable. This module
+holds the variants of the two methods that a protocol the paper did not state could have used,
+and the cached sweeps that measure each one with the Table 1 metrics.
+
+What it holds:
+
+Variants of leave-one-out
+    :func:`loo_variants` (the order of the remaining examples, the batching of the retrainings,
+    float32 or float64 loss differences from the same retrainings) and :func:`response_scores`
+    (warm-start leave-one-out and the proximal Bregman response function of Bae et al. 2022).
+Variants of influence functions
+    :func:`curvature` (Hessian or Gauss-Newton, with or without the weight-decay term),
+    :func:`parse_damping` / :func:`resolve_damping` (dampings relative to the smallest that
+    works), :func:`damped_influence` (scores at several dampings from one eigendecomposition).
+Cached sweeps on an :class:`~infcore.experiments.Experiment`
+    :func:`loo_scores`, :func:`influence_scores`, :func:`response_target_scores`; the baseline of
+    each comes from the same cache entries as page 2 (``Experiment.scores``).
+Metrics and verdicts
+    :func:`between_runs`, :func:`agreement`, :func:`verdict` and :data:`PAPER`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from infcore import paper, stability
+from infcore.data import Split
+from infcore.experiments import Experiment
+from infcore.methods import REVISIONS
+from infcore.methods.gradients import per_example_grads
+from infcore.methods.influence import AUTO_DAMPING_MARGIN, gauss_newton, hessian
+from infcore.training import (
+    TrainConfig,
+    TrainedModel,
+    _stacked_logits,
+    check_order_variant,
+    per_example_loss,
+    test_loss,
+    train_many,
+)
+
+#: curvature matrices of :func:`curvature`
+CURVATURES = ("hessian", "gauss_newton")
+#: targets of :func:`response_scores`
+RESPONSE_TARGETS = ("warm_start", "pbrf")
+#: loss precisions of :func:`loo_variants`
+PRECISIONS = ("float64", "float32")
+#: the book's leave-one-out: retrainings batched as :class:`~infcore.experiments.Experiment` does
+BASELINE_CHUNK = 64
+MOVES, DOES_NOT = "moves the number to the paper's", "does not"
+
+
+def _paper_values() -> dict[str, dict[str, float]]:
+    table = paper.table1()
+    rows = table[(table.dataset == "mnist") & (table.perturbation == "initialization")]
+    return {method: {m: float(rows[(rows.method == method) & (rows.metric == m)].value.iloc[0])
+                     for m in stability.METRICS}
+            for method in ("leave_one_out", "influence_function")}
+
+
+#: the paper's Table 1 (MNIST, initialisation) for the two methods, metric -> value
+PAPER: dict[str, dict[str, float]] = _paper_values()
+
+
+# --------------------------------------------------------------------------- leave-one-out
+
+
+def loo_variants(
+    trained: TrainedModel,
+    train: Split,
+    test: Split,
+    *,
+    order_variant: str = "kept",
+    chunk_size: int = BASELINE_CHUNK,
+    device: str | torch.device = "cpu",
+) -> dict[str, np.ndarray]:
+    """Leave-one-out from one set of retrainings, with its losses in float64 and in float32.
+
+    Like :func:`infcore.methods.loo.leave_one_out` (``order_variant="kept"`` and the same
+    ``chunk_size`` give its scores), but the remaining examples may be ordered otherwise
+    (:func:`infcore.training.retraining_order`), and the test losses of the same retrained
+    weights are also evaluated in float32, as a plain implementation would. ``chunk_size`` sets
+    how many retrainings share one batched computation: another value sums in another order, so
+    it changes the weights by float32 rounding only.
+
+    Returns
+    -------
+    dict with ``float64`` and ``float32``: ndarray of shape (n_test, n_train), float64
+    """
+    check_order_variant(order_variant)
+    if trained.config is None or trained.excluded is not None:
+        raise ValueError("loo_variants needs a model trained by infcore on all of `train`")
+    retrained = train_many([trained.config] * len(train), train, model=trained.model,
+                           exclude=list(range(len(train))), device=device, chunk_size=chunk_size,
+                           order_variant=order_variant)
+
+    def float32_losses(model: TrainedModel) -> torch.Tensor:
+        with torch.no_grad():
+            return per_example_loss(model.model, model.params, test.x, test.y).double()
+
+    result = {}
+    for precision, losses in (("float64", lambda m: test_loss(m, test)), ("float32", float32_losses)):
+        without = torch.stack([losses(m) for m in retrained], dim=1)
+        result[precision] = (without - losses(trained)[:, None]).numpy()
+    return result
+
+
+def _check_columns(columns: Sequence[int], n: int) -> list[int]:
+    columns = [int(c) for c in columns]
+    if not columns or len(set(columns)) < len(columns) or not all(0 <= c < n for c in columns):
+        raise ValueError(f"columns must be distinct training indices in [0, {n - 1}]; got "
+                         f"{list(columns)[:10]}")
+    return columns
+
+
+def response_scores(
+    trained: TrainedModel,
+    train: Split,
+    test: Split,
+    *,
+    target: str,
+    columns: Sequence[int],
+    steps: int,
+    lr: float,
+    damping: float = AUTO_DAMPING_MARGIN,
+    chunk_size: int = 64,
+    example_chunk: int = 200,
+) -> np.ndarray:
+    """Leave-one-out targets reached from the trained weights by ``steps`` of gradient descent.
+
+    ``"warm_start"``: starting from the trained weights, ``steps`` full-batch gradient-descent
+    steps on the training objective without example ``i`` (mean loss of the others plus the
+    weight decay), against the same steps with every example; the score is the difference of the
+    test losses of the two ends (Koh and Liang's retraining from the optimum). ``"pbrf"``: the
+    proximal Bregman response function of Bae et al. (2022) for removing ``i``, minimised by the
+    same steps from the trained weights ``theta_s``: the mean Bregman divergence of the
+    cross-entropy between the logits and those of ``theta_s``, minus ``loss_i / n``, plus
+    ``(weight_decay + damping) / 2 * ||theta - theta_s||^2`` (the Bregman divergence of the
+    weight-decay term and the proximity term); the score is the test loss there minus at
+    ``theta_s``. Influence functions with the Gauss-Newton matrix and that damping are its
+    first-order approximation, times n. Both are batched over up to ``chunk_size`` left-out
+    examples; losses are evaluated in float64.
+
+    Parameters
+    ----------
+    trained : TrainedModel
+    train : Split of n examples
+    test : Split of n_test examples
+    target : {"warm_start", "pbrf"}
+    columns : sequence of int
+        Training examples to leave out (the columns of the result).
+    steps : int
+        Gradient-descent steps, >= 1.
+    lr : float
+        Step size, > 0.
+    damping : float
+        Proximity coefficient of the PBRF, >= 0 (unused by ``warm_start``).
+    chunk_size : int
+        Left-out examples descended together.
+    example_chunk : int
+        Training examples per forward pass (bounds the memory).
+
+    Returns
+    -------
+    ndarray of shape (n_test, len(columns)), float64
+    """
+    if target not in RESPONSE_TARGETS:
+        raise ValueError(f"target must be one of {list(RESPONSE_TARGETS)}; got {target!r}")
+    n = len(train)
+    columns = _check_columns(columns, n)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1; got {steps!r}")
+    for name, value in (("lr", lr), ("damping", damping)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(
+                value) or value < 0 or (name == "lr" and value == 0):
+            raise ValueError(f"{name} must be a finite number {'> 0' if name == 'lr' else '>= 0'};"
+                             f" got {value!r}")
+    model, start, decay = trained.model, trained.params, float(trained.weight_decay)
+    x, y = train.x, train.y
+    with torch.no_grad():
+        ref_logits = torch.func.functional_call(model, start, (x,))
+    ref_lse, ref_p = ref_logits.logsumexp(dim=1), ref_logits.softmax(dim=1)
+
+    def descend(excluded: list[int | None]) -> list[dict[str, torch.Tensor]]:
+        k = len(excluded)
+        params = {name: p.unsqueeze(0).repeat(k, *([1] * p.dim())) for name, p in start.items()}
+        weight = torch.full((k, n), 1.0 / n)
+        for row, i in enumerate(excluded):
+            if i is not None and target == "warm_start":
+                weight[row] = 1.0 / (n - 1)
+                weight[row, i] = 0.0
+        own = torch.tensor([i for i in excluded if i is not None], dtype=torch.long)
+        own_rows = [row for row, i in enumerate(excluded) if i is not None]
+        for _ in range(steps):
+            leaves = {name: p.detach().requires_grad_() for name, p in params.items()}
+            grads = [torch.zeros_like(p) for p in leaves.values()]
+            for s in range(0, n, example_chunk):
+                xb = x[s : s + example_chunk]
+                logits = _stacked_logits(model, leaves, xb.unsqueeze(1).expand(-1, k, *xb.shape[1:]))
+                if target == "warm_start":
+                    losses = F.cross_entropy(logits.flatten(0, 1), y[s : s + example_chunk].repeat(k),
+                                             reduction="none").view(k, -1)
+                    total = (losses * weight[:, s : s + example_chunk]).sum()
+                else:
+                    bregman = (logits.logsumexp(dim=2) - ref_lse[s : s + example_chunk]
+                               - (ref_p[s : s + example_chunk] * (logits - ref_logits[s : s + example_chunk])).sum(dim=2))
+                    total = bregman.sum() / n
+                for g, d in zip(grads, torch.autograd.grad(total, list(leaves.values()))):
+                    g += d
+            if target == "pbrf" and len(own):
+                # the removed example's own loss, each model on its own example
+                mine = {name: p[own_rows] for name, p in leaves.items()}
+                logits = _stacked_logits(model, mine, x[own].unsqueeze(0))
+                removed = F.cross_entropy(logits.flatten(0, 1), y[own], reduction="sum") / n
+                for g, d in zip(grads, torch.autograd.grad(-removed, list(leaves.values()))):
+                    g += d
+            with torch.no_grad():
+                if target == "warm_start":
+                    params = {name: p - lr * (g + decay * p)
+                              for (name, p), g in zip(params.items(), grads)}
+                else:
+                    params = {name: p - lr * (g + (decay + damping) * (p - start[name]))
+                              for (name, p), g in zip(params.items(), grads)}
+        return [{name: p[row].detach() for name, p in params.items()} for row in range(k)]
+
+    def losses_at(params: dict[str, torch.Tensor]) -> torch.Tensor:
+        return test_loss(replace(trained, params=params), test)
+
+    entries: list[int | None] = ([None] if target == "warm_start" else []) + columns
+    ends = []
+    for s in range(0, len(entries), chunk_size):
+        ends += descend(entries[s : s + chunk_size])
+    reference = losses_at(ends.pop(0)) if target == "warm_start" else test_loss(trained, test)
+    return torch.stack([losses_at(p) - reference for p in ends], dim=1).numpy()
+
+
+# --------------------------------------------------------------------------- influence functions
+
+
+def curvature(
+    trained: TrainedModel, train: Split, kind: str = "hessian", weight_decay_term: bool = True
+) -> torch.Tensor:
+    """The curvature matrix of an influence function, float64.
+
+    Parameters
+    ----------
+    kind : {"hessian", "gauss_newton"}
+        The exact Hessian of the training objective, or the Gauss-Newton matrix
+        (:func:`~infcore.methods.influence.gauss_newton`).
+    weight_decay_term : bool
+        Whether the ``weight_decay * I`` of the L2 term is included.
+
+    Returns
+    -------
+    Tensor of shape (P, P)
+    """
+    if kind not in CURVATURES:
+        raise ValueError(f"curvature must be one of {list(CURVATURES)}; got {kind!r}")
+    decay = float(trained.weight_decay) if weight_decay_term else 0.0
+    if kind == "hessian":
+        matrix = hessian(trained.model, trained.params, train, decay, loss=trained.loss)
+    else:
+        matrix = gauss_newton(trained.model, {k: v.double() for k, v in trained.params.items()},
+                              train, decay)
+    return matrix.detach().to("cpu", torch.float64)
+
+
+def parse_damping(spec: object) -> tuple[str, float]:
+    """A damping as ``(base, factor)``: ``base`` is ``"absolute"``, ``"critical"`` or ``"auto"``.
+
+    ``0.01`` (a number > 0) is that damping; ``"critical*1.01"`` is 1.01 times the smallest damping
+    that makes ``H + damping I`` positive definite, ``max(0, -lambda_min(H))`` (the factor must
+    exceed 1); ``"auto"`` is that plus :data:`~infcore.methods.influence.AUTO_DAMPING_MARGIN`
+    (the book's default) and ``"auto*1.1"`` 1.1 times it. Refused before any work when it is none
+    of these.
+    """
+    if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+        if not (math.isfinite(spec) and spec > 0):
+            raise ValueError(f"a numeric damping must be a finite number > 0; got {spec!r}")
+        return "absolute", float(spec)
+    if isinstance(spec, str):
+        base, _, factor_text = spec.partition("*")
+        try:
+            factor = float(factor_text) if factor_text else 1.0
+        except ValueError:
+            factor = float("nan")
+        if base in ("critical", "auto") and math.isfinite(factor) and factor > 0 and (
+                base == "auto" or factor > 1):
+            return base, factor
+    raise ValueError(f"damping must be a number > 0, 'auto', 'auto*F' (F > 0) or 'critical*F' "
+                     f"(F > 1: above the smallest damping that works); got {spec!r}")
+
+
+def resolve_damping(spec: object, smallest_eigenvalue: float) -> float:
+    """The damping that ``spec`` (see :func:`parse_damping`) means for a matrix with that
+    smallest eigenvalue."""
+    base, factor = parse_damping(spec)
+    critical = max(0.0, -smallest_eigenvalue)
+    if base == "absolute":
+        return factor
+    return factor * (critical + (AUTO_DAMPING_MARGIN if base == "auto" else 0.0))
+
+
+def damped_influence(
+    trained: TrainedModel,
+    train: Split,
+    test: Split,
+    matrix: torch.Tensor,
+    dampings: Sequence[object],
+    *,
+    allow_indefinite: bool = False,
+) -> list[np.ndarray | None]:
+    """Influence-function scores ``g_test^T (M + d I)^-1 g_train`` for several dampings ``d``.
+
+    One eigendecomposition of ``matrix`` serves every damping. Every damping is resolved and
+    checked before any gradient is taken: one that leaves ``M + d I`` with an eigenvalue <= 0 is
+    refused (or, with ``allow_indefinite``, gives None).
+
+    Parameters
+    ----------
+    matrix : Tensor of shape (P, P)
+        Symmetric curvature (:func:`curvature`).
+    dampings : sequence of damping specs (:func:`parse_damping`)
+
+    Returns
+    -------
+    list of ndarray of shape (n_test, n_train) or None, one per damping
+
+    Raises
+    ------
+    ValueError
+        For a damping spec that means nothing, or one that leaves ``M + d I`` indefinite (unless
+        ``allow_indefinite``), naming the smallest damping that works.
+    """
+    for spec in dampings:
+        parse_damping(spec)
+    values, vectors = torch.linalg.eigh(matrix.detach().to("cpu", torch.float64))
+    smallest = float(values[0])
+    resolved = [resolve_damping(spec, smallest) for spec in dampings]
+    bad = [(spec, d) for spec, d in zip(dampings, resolved) if smallest + d <= 0]
+    if bad and not allow_indefinite:
+        spec, d = bad[0]
+        raise ValueError(f"damping {spec!r} = {d:g} leaves M + damping*I indefinite: the smallest "
+                         f"eigenvalue of M is {smallest:.6g}, so the damping must be > "
+                         f"{max(0.0, -smallest):.6g}")
+    g_train = per_example_grads(trained.model, trained.params, train.x, train.y,
+                                loss=trained.loss).double() @ vectors
+    g_test = per_example_grads(trained.model, trained.params, test.x, test.y,
+                               loss=trained.loss).double() @ vectors
+    return [None if smallest + d <= 0 else ((g_test / (values + d)) @ g_train.T).numpy()
+            for d in resolved]
+
+
+# --------------------------------------------------------------------------- cached sweeps
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    value = fn()
+    return value, time.perf_counter() - start
+
+
+def loo_scores(
+    experiment: Experiment,
+    configs: Sequence[TrainConfig],
+    *,
+    order_variant: str = "kept",
+    chunk_size: int = BASELINE_CHUNK,
+    precision: str = "float64",
+) -> tuple[list[np.ndarray], float]:
+    """Leave-one-out under one variant for each config, cached; and the seconds it cost.
+
+    The book's own variant (kept order, chunks of :data:`BASELINE_CHUNK`, float64) is read from
+    the cache entries of ``experiment.scores("leave_one_out", ...)``, page 2's. Every other one
+    is computed with :func:`loo_variants` and cached with both precisions (and the seconds it
+    took, so that a cached run still reports its cost).
+
+    Returns
+    -------
+    (list of ndarray of shape (n_test, n_train), seconds spent computing; 0 for the baseline,
+    whose cost belongs to page 2)
+    """
+    check_order_variant(order_variant)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}; got {precision!r}")
+    if (order_variant, chunk_size, precision) == ("kept", BASELINE_CHUNK, "float64"):
+        return experiment.scores("leave_one_out", configs), 0.0
+    scores, seconds = [], 0.0
+    for config in configs:
+        key = {**experiment._model_key(config), "method": "leave_one_out",
+               "revision": REVISIONS["leave_one_out"], "order_variant": order_variant,
+               "retraining_chunk": chunk_size}
+
+        def compute(config: TrainConfig = config) -> dict[str, Any]:
+            model = experiment.models([config])[0]
+            value, spent = _timed(lambda: loo_variants(
+                model, experiment.train, experiment.test, order_variant=order_variant,
+                chunk_size=chunk_size, device=experiment.device))
+            return {**{p: torch.from_numpy(v) for p, v in value.items()}, "seconds": spent}
+
+        entry = experiment.cache.get_or_compute("loo_variant", key, compute)
+        scores.append(entry[precision].numpy())
+        seconds += float(entry["seconds"])
+    return scores, seconds
+
+
+def influence_scores(
+    experiment: Experiment,
+    configs: Sequence[TrainConfig],
+    variants: Sequence[tuple[str, bool, object]],
+) -> tuple[dict[tuple[str, bool, object], list[np.ndarray | None]], float]:
+    """Influence functions under several (curvature, weight-decay term, damping) variants.
+
+    ``("hessian", True, "auto")`` is the book's own and comes from page 2's cache entries
+    (``experiment.scores("influence_function", ..., damping="auto")``); the others are computed
+    per model from one curvature matrix each (:func:`damped_influence`) and cached one by one,
+    with the damping they resolved to. A damping that leaves the matrix indefinite gives None.
+
+    Returns
+    -------
+    (dict variant -> list over configs of ndarray or None, seconds spent computing)
+    """
+    variants = [(c, bool(w), d) for c, w, d in variants]
+    for kind, _, damping in variants:
+        if kind not in CURVATURES:
+            raise ValueError(f"curvature must be one of {list(CURVATURES)}; got {kind!r}")
+        parse_damping(damping)
+    result: dict[tuple[str, bool, object], list] = {v: [] for v in variants}
+    seconds = 0.0
+    for config in configs:
+        def key(variant):
+            kind, term, damping = variant
+            return {**experiment._model_key(config), "method": "influence_function",
+                    "curvature": kind, "weight_decay_term": term, "damping": damping}
+
+        own = [v for v in variants if v != ("hessian", True, "auto")]
+        missing = [v for v in own if not experiment.cache.has("influence_variant", key(v))]
+        by_matrix: dict[tuple[str, bool], list] = {}
+        for v in missing:
+            by_matrix.setdefault(v[:2], []).append(v)
+        model = experiment.models([config])[0] if missing else None
+        for (kind, term), members in by_matrix.items():
+            start = time.perf_counter()
+            matrix = curvature(model, experiment.train, kind, term)
+            values = damped_influence(model, experiment.train, experiment.test, matrix,
+                                      [v[2] for v in members], allow_indefinite=True)
+            smallest = float(torch.linalg.eigvalsh(matrix)[0])
+            spent = time.perf_counter() - start
+            for v, value in zip(members, values):
+                experiment.cache.save("influence_variant", key(v), {
+                    "scores": None if value is None else torch.from_numpy(value),
+                    "damping": resolve_damping(v[2], smallest), "smallest": smallest,
+                    "seconds": spent / len(members)})
+        for v in own:
+            entry = experiment.cache.load("influence_variant", key(v))
+            result[v].append(None if entry["scores"] is None else entry["scores"].numpy())
+            seconds += float(entry["seconds"])
+    if ("hessian", True, "auto") in result:
+        result[("hessian", True, "auto")] = experiment.scores("influence_function", configs,
+                                                              damping="auto")
+    return result, seconds
+
+
+def resolved_dampings(
+    experiment: Experiment, configs: Sequence[TrainConfig], variant: tuple[str, bool, object]
+) -> list[float]:
+    """The damping each config's model used under ``variant`` (after :func:`influence_scores`)."""
+    kind, term, damping = variant
+    return [float(experiment.cache.load("influence_variant", {
+        **experiment._model_key(c), "method": "influence_function", "curvature": kind,
+        "weight_decay_term": bool(term), "damping": damping})["damping"]) for c in configs]
+
+
+def response_target_scores(
+    experiment: Experiment,
+    configs: Sequence[TrainConfig],
+    *,
+    target: str,
+    columns: Sequence[int],
+    steps: int,
+    lr: float,
+    damping: float = AUTO_DAMPING_MARGIN,
+) -> tuple[list[np.ndarray], float]:
+    """:func:`response_scores` for each config's model, cached; and the seconds it cost."""
+    columns = _check_columns(columns, len(experiment.train))
+    scores, seconds = [], 0.0
+    for config in configs:
+        key = {**experiment._model_key(config), "target": target, "columns": columns,
+               "steps": steps, "lr": lr, "damping": damping if target == "pbrf" else None}
+
+        def compute(config: TrainConfig = config) -> dict[str, Any]:
+            model = experiment.models([config])[0]
+            value, spent = _timed(lambda: response_scores(
+                model, experiment.train, experiment.test, target=target, columns=columns,
+                steps=steps, lr=lr, damping=damping))
+            return {"scores": torch.from_numpy(value), "seconds": spent}
+
+        entry = experiment.cache.get_or_compute("response_target", key, compute)
+        scores.append(entry["scores"].numpy())
+        seconds += float(entry["seconds"])
+    return scores, seconds
+
+
+# --------------------------------------------------------------------------- metrics, verdicts
+
+
+def between_runs(scores: Sequence[np.ndarray], q: float = 90.0) -> dict[str, float]:
+    """Table 1's metrics between every pair of runs, averaged over test examples and pairs."""
+    pairs = stability.pairwise_stability(list(scores), q=q)
+    return {**{m: float(pairs[m].mean()) for m in stability.METRICS}, "n_pairs": len(pairs)}
+
+
+def agreement(a: Sequence[np.ndarray], b: Sequence[np.ndarray], q: float = 90.0) -> dict[str, float]:
+    """Table 1's metrics between ``a[k]`` and ``b[k]`` (the same run under two computations),
+    averaged over test examples and over k."""
+    if len(a) != len(b) or not a:
+        raise ValueError(f"a and b must hold the same number (>= 1) of runs; got {len(a)}, {len(b)}")
+    means = pd.DataFrame([stability.row_metrics(x, y, q=q).mean() for x, y in zip(a, b)])
+    return {**{m: float(means[m].mean()) for m in stability.METRICS}, "n_pairs": len(a)}
+
+
+def halfway(ours: float, theirs: float) -> float:
+    """The threshold of :func:`verdict`: halfway from our baseline to the paper's value."""
+    return (ours + theirs) / 2
+
+
+def verdict(value: float, ours: float, theirs: float) -> str:
+    """Whether a change moves a Pearson correlation to the paper's: past :func:`halfway`.
+
+    ``value`` is the correlation with the change, ``ours`` without it, ``theirs`` the paper's.
+    A nan (not measurable) does not move it.
+    """
+    if not (isinstance(value, float) or isinstance(value, (int, np.floating))) or math.isnan(value):
+        return DOES_NOT
+    threshold = halfway(ours, theirs)
+    moved = value <= threshold if theirs <= ours else value >= threshold
+    return MOVES if moved else DOES_NOT
