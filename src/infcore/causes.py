@@ -40,11 +40,12 @@ from infcore.data import Split
 from infcore.experiments import Experiment
 from infcore.methods import REVISIONS
 from infcore.methods.gradients import per_example_grads
-from infcore.methods.influence import AUTO_DAMPING_MARGIN, gauss_newton, hessian
+from infcore.methods.influence import AUTO_DAMPING_MARGIN, gauss_newton, hessian, influence_function
 from infcore.training import (
     TrainConfig,
     TrainedModel,
     _stacked_logits,
+    accuracy,
     check_order_variant,
     per_example_loss,
     test_loss,
@@ -60,6 +61,9 @@ PRECISIONS = ("float64", "float32")
 #: the book's leave-one-out: retrainings batched as :class:`~infcore.experiments.Experiment` does
 BASELINE_CHUNK = 64
 MOVES, DOES_NOT = "moves the number to the paper's", "does not"
+LOO, IF = "leave_one_out", "influence_function"
+#: the book's influence functions: exact Hessian with its weight-decay term, damping "auto"
+BOOK_INFLUENCE = ("hessian", True, "auto")
 
 
 def _paper_values() -> dict[str, dict[str, float]]:
@@ -432,7 +436,7 @@ def influence_scores(
     -------
     (dict variant -> list over configs of ndarray or None, seconds spent computing)
     """
-    variants = [(c, bool(w), d) for c, w, d in variants]
+    variants = list(dict.fromkeys((c, bool(w), d) for c, w, d in variants))
     for kind, _, damping in variants:
         if kind not in CURVATURES:
             raise ValueError(f"curvature must be one of {list(CURVATURES)}; got {kind!r}")
@@ -445,31 +449,39 @@ def influence_scores(
             return {**experiment._model_key(config), "method": "influence_function",
                     "curvature": kind, "weight_decay_term": term, "damping": damping}
 
-        own = [v for v in variants if v != ("hessian", True, "auto")]
+        own = [v for v in variants if v != BOOK_INFLUENCE]
         missing = [v for v in own if not experiment.cache.has("influence_variant", key(v))]
-        by_matrix: dict[tuple[str, bool], list] = {}
-        for v in missing:
-            by_matrix.setdefault(v[:2], []).append(v)
-        model = experiment.models([config])[0] if missing else None
-        for (kind, term), members in by_matrix.items():
+        book_key = experiment._scores_key(config, IF, {"damping": "auto"})
+        need_book = BOOK_INFLUENCE in variants and not experiment.cache.has("scores", book_key)
+        kinds = {v[0] for v in missing} | ({"hessian"} if need_book else set())
+        model = experiment.models([config])[0] if kinds else None
+        for kind in sorted(kinds):
             start = time.perf_counter()
-            matrix = curvature(model, experiment.train, kind, term)
-            values = damped_influence(model, experiment.train, experiment.test, matrix,
-                                      [v[2] for v in members], allow_indefinite=True)
-            smallest = float(torch.linalg.eigvalsh(matrix)[0])
-            spent = time.perf_counter() - start
-            for v, value in zip(members, values):
-                experiment.cache.save("influence_variant", key(v), {
-                    "scores": None if value is None else torch.from_numpy(value),
-                    "damping": resolve_damping(v[2], smallest), "smallest": smallest,
-                    "seconds": spent / len(members)})
+            # one matrix per model: the weight-decay term is exactly weight_decay * I
+            full = curvature(model, experiment.train, kind, True)
+            if kind == "hessian" and need_book:
+                # page 2's entry, computed as compute_scores would, from this same Hessian
+                experiment.cache.save("scores", book_key, influence_function(
+                    model, experiment.train, experiment.test, damping="auto", hess=full))
+            members = [v for v in missing if v[0] == kind]
+            for term in sorted({v[1] for v in members}):
+                matrix = full if term else full - float(model.weight_decay) * torch.eye(
+                    len(full), dtype=full.dtype)
+                group = [v for v in members if v[1] == term]
+                values = damped_influence(model, experiment.train, experiment.test, matrix,
+                                          [v[2] for v in group], allow_indefinite=True)
+                smallest = float(torch.linalg.eigvalsh(matrix)[0])
+                for v, value in zip(group, values):
+                    experiment.cache.save("influence_variant", key(v), {
+                        "scores": None if value is None else torch.from_numpy(value),
+                        "damping": resolve_damping(v[2], smallest), "smallest": smallest,
+                        "seconds": (time.perf_counter() - start) / len(members)})
         for v in own:
             entry = experiment.cache.load("influence_variant", key(v))
             result[v].append(None if entry["scores"] is None else entry["scores"].numpy())
             seconds += float(entry["seconds"])
-    if ("hessian", True, "auto") in result:
-        result[("hessian", True, "auto")] = experiment.scores("influence_function", configs,
-                                                              damping="auto")
+    if BOOK_INFLUENCE in result:
+        result[BOOK_INFLUENCE] = experiment.scores(IF, configs, damping="auto")
     return result, seconds
 
 
@@ -547,3 +559,276 @@ def verdict(value: float, ours: float, theirs: float) -> str:
     threshold = halfway(ours, theirs)
     moved = value <= threshold if theirs <= ours else value >= threshold
     return MOVES if moved else DOES_NOT
+
+
+# --------------------------------------------------------------------------- the study of page 7
+
+BETWEEN = "between initialisations"
+
+
+def scaled_damping(spec: object, factor: float) -> object:
+    """The damping spec ``factor`` times ``spec`` (for the +10% sensitivity of a sweep point)."""
+    base, value = parse_damping(spec)
+    if base == "absolute":
+        return value * factor
+    return f"{base}*{value * factor:.6g}"
+
+
+def _row(cause: str, change: str, method: str, measured: str, metrics: dict[str, float],
+         seconds: float = 0.0) -> dict[str, Any]:
+    return {"cause": cause, "change": change, "method": method, "measured": measured,
+            **{m: metrics[m] for m in stability.METRICS}, "n_pairs": int(metrics["n_pairs"]),
+            "seconds": float(seconds)}
+
+
+def seed_configs(base: TrainConfig, seeds: Sequence[int]) -> list[TrainConfig]:
+    """Page 2's initialisation runs: ``base`` with each init seed (the order seed stays)."""
+    return [replace(base, init_seed=s) for s in seeds]
+
+
+def baseline_rows(experiment: Experiment, configs: Sequence[TrainConfig]) -> pd.DataFrame:
+    """Our Table 1 cells for leave-one-out and influence functions (page 2's cache entries)."""
+    rows = [_row("baseline", "ours", LOO, BETWEEN, between_runs(experiment.scores(LOO, configs))),
+            _row("baseline", "ours", IF, BETWEEN,
+                 between_runs(experiment.scores(IF, configs, damping="auto")))]
+    return pd.DataFrame(rows)
+
+
+def precision_and_noise_rows(
+    experiment: Experiment, configs: Sequence[TrainConfig], noise_chunk: int
+) -> pd.DataFrame:
+    """Causes 1 and 3 from one set of retrainings batched in chunks of ``noise_chunk``.
+
+    Loss precision: the stability of leave-one-out whose differences are taken in float32, and in
+    float64 from the same retrainings. Noise floor: the agreement of our leave-one-out with the
+    same retrainings batched otherwise (identical seeds, other float32 rounding), the most that
+    two computations of leave-one-out can agree.
+    """
+    if noise_chunk == BASELINE_CHUNK:
+        raise ValueError(f"noise_chunk must differ from the book's chunk of {BASELINE_CHUNK} "
+                         "retrainings, or the two computations are the same")
+    f32, seconds = loo_scores(experiment, configs, chunk_size=noise_chunk, precision="float32")
+    f64, _ = loo_scores(experiment, configs, chunk_size=noise_chunk, precision="float64")
+    ours = experiment.scores(LOO, configs)
+    return pd.DataFrame([
+        _row("1. loss precision", "float32 loss differences", LOO, BETWEEN, between_runs(f32),
+             seconds),
+        _row("1. loss precision", "float64, the same retrainings", LOO, BETWEEN, between_runs(f64)),
+        _row("3. noise floor", "same seeds, other float32 rounding", LOO,
+             "agreement with itself", agreement(ours, f64)),
+        _row("3. noise floor", "float32 against float64 losses", LOO, "agreement with itself",
+             agreement(f32, f64)),
+    ])
+
+
+def order_rows(
+    experiment: Experiment, configs: Sequence[TrainConfig], joint: Sequence[str] = ("redrawn",)
+) -> pd.DataFrame:
+    """Cause 2: the order of the remaining examples in each retraining.
+
+    ``kept`` is ours; ``redrawn`` and ``fresh`` retrain each left-out model in another order
+    (:func:`~infcore.training.retraining_order`), under the same order seed for every
+    initialisation. Each variant in ``joint`` is also measured with one seed for everything
+    (order seed = init seed), as ``torch.manual_seed(seed)`` before a shuffling DataLoader sets
+    both: a change of initialisation then also changes every order.
+    """
+    ours = experiment.scores(LOO, configs)
+    rows = []
+    for variant, change in (("redrawn", "order re-drawn over n-1 (DataLoader)"),
+                            ("fresh", "a fresh order per retraining")):
+        scores, seconds = loo_scores(experiment, configs, order_variant=variant)
+        rows += [_row("2. order of the rest", change, LOO, BETWEEN, between_runs(scores), seconds),
+                 _row("2. order of the rest", change, LOO, "agreement with ours, same model",
+                      agreement(scores, ours))]
+    one_seed = [replace(c, order_seed=c.init_seed) for c in configs]
+    for variant in joint:
+        scores, seconds = loo_scores(experiment, one_seed, order_variant=variant)
+        change = {"kept": "kept order", "redrawn": "order re-drawn over n-1 (DataLoader)",
+                  "fresh": "a fresh order per retraining"}[variant]
+        rows.append(_row("2. order of the rest", f"{change}, one seed for init and order", LOO,
+                         BETWEEN, between_runs(scores), seconds))
+    return pd.DataFrame(rows)
+
+
+def convergence(
+    experiment: Experiment,
+    base: TrainConfig,
+    seeds: Sequence[int],
+    long_epochs: Sequence[int],
+    long_loo_seeds: Sequence[int],
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Cause 4: longer training, ``base.epochs`` (ours) against each of ``long_epochs``.
+
+    Leave-one-out at ``long_epochs[k]`` uses the first ``long_loo_seeds[k]`` seeds (its cost grows
+    with the epochs); influence functions use every seed.
+
+    Returns
+    -------
+    (rows of the causes table, the curve: one row per epochs and method with the metrics, the
+    number of pairs, the mean training objective and the test accuracy of the models)
+    """
+    if len(long_epochs) != len(long_loo_seeds):
+        raise ValueError("long_epochs and long_loo_seeds must have the same length; got "
+                         f"{list(long_epochs)} and {list(long_loo_seeds)}")
+    curve, rows = [], []
+    for epochs, n_loo in [(base.epochs, len(seeds)), *zip(long_epochs, long_loo_seeds)]:
+        configs = seed_configs(replace(base, epochs=epochs), seeds)
+        models = experiment.models(configs)
+        objective = [float(test_loss(m, experiment.train).mean()
+                           + m.weight_decay / 2 * sum((p.double() ** 2).sum() for p in m.params.values()))
+                     for m in models]
+        accuracies = [accuracy(m, experiment.test) for m in models]
+        for method, scores in ((LOO, experiment.scores(LOO, configs[:n_loo])),
+                               (IF, experiment.scores(IF, configs, damping="auto"))):
+            metrics = between_runs(scores)
+            curve.append({"epochs": epochs, "method": method, **metrics,
+                          "train_objective": float(np.mean(objective)),
+                          "test_accuracy": float(np.mean(accuracies))})
+            if epochs != base.epochs:
+                rows.append(_row("4. convergence", f"{epochs} epochs", method, BETWEEN, metrics))
+    return pd.DataFrame(rows), pd.DataFrame(curve)
+
+
+def damping_curve(
+    experiment: Experiment, configs: Sequence[TrainConfig], dampings: Sequence[object],
+    step: float = 0.1,
+) -> tuple[pd.DataFrame, float]:
+    """Cause 6: influence functions (exact Hessian) along a sweep of dampings.
+
+    At each damping: the stability between initialisations, the agreement with leave-one-out of
+    the same model, and the agreement with the scores at ``1 + step`` times that damping (the
+    paper's "a small change of damping changes the scores a lot"). A damping that leaves some
+    model's ``H + damping I`` indefinite is reported as not allowed (metrics nan).
+
+    Returns
+    -------
+    (DataFrame with one row per damping: damping, damping_low and damping_high (the values it took
+    over the models), allowed (models for which it is), the three metrics for each of stability,
+    with_loo and sensitivity), seconds spent computing)
+    """
+    variants = [("hessian", True, d) for d in dampings]
+    variants += [("hessian", True, scaled_damping(d, 1 + step)) for d in dampings]
+    scores, seconds = influence_scores(experiment, configs, variants)
+    loo = experiment.scores(LOO, configs)
+    rows = []
+    for spec in dampings:
+        here = scores[("hessian", True, spec)]
+        higher = scores[("hessian", True, scaled_damping(spec, 1 + step))]
+        # the damping each model took (the +step variant is never the book's own cache entry)
+        values = [d / (1 + step) for d in resolved_dampings(
+            experiment, configs, ("hessian", True, scaled_damping(spec, 1 + step)))]
+        allowed = sum(s is not None for s in here)
+        row: dict[str, Any] = {"damping": str(spec), "damping_low": float(np.min(values)),
+                               "damping_high": float(np.max(values)), "allowed": allowed}
+        complete = allowed == len(configs) and all(s is not None for s in higher)
+        for name, metrics in (("stability", lambda: between_runs(here)),
+                              ("with_loo", lambda: agreement(here, loo)),
+                              ("sensitivity", lambda: agreement(here, higher))):
+            values_here = metrics() if complete else dict.fromkeys(stability.METRICS, np.nan)
+            row.update({f"{name}_{m}": values_here[m] for m in stability.METRICS})
+        rows.append(row)
+    return pd.DataFrame(rows), seconds
+
+
+def curvature_rows(
+    experiment: Experiment, configs: Sequence[TrainConfig]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Cause 7: the Hessian or the Gauss-Newton matrix, with and without the weight-decay term,
+    each at damping ``"auto"``.
+
+    Returns
+    -------
+    (rows of the causes table, one row per variant with its stability and its agreement with
+    leave-one-out)
+    """
+    variants = [(kind, term, "auto") for kind in CURVATURES for term in (True, False)]
+    scores, seconds = influence_scores(experiment, configs, variants)
+    loo = experiment.scores(LOO, configs)
+    rows, detail = [], []
+    for kind, term, damping in variants:
+        change = f"{kind.replace('_', '-')} {'with' if term else 'without'} the weight-decay term"
+        stable = between_runs(scores[(kind, term, damping)])
+        if (kind, term) != ("hessian", True):
+            rows.append(_row("7. curvature", change, IF, BETWEEN, stable, seconds / 3))
+        detail.append({"curvature": change, **{f"stability_{m}": stable[m] for m in stability.METRICS},
+                       **{f"with_loo_{m}": v for m, v in agreement(scores[(kind, term, damping)], loo).items()
+                          if m in stability.METRICS}})
+    return pd.DataFrame(rows), pd.DataFrame(detail)
+
+
+def target_rows(
+    experiment: Experiment,
+    configs: Sequence[TrainConfig],
+    *,
+    n_columns: int,
+    steps: int,
+    lr: float,
+    damping: float = AUTO_DAMPING_MARGIN,
+    column_seed: int = 0,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Cause 5: warm-start leave-one-out and the PBRF, on ``n_columns`` training examples drawn
+    with ``column_seed`` (every metric of this cause, ours included, over those columns only).
+
+    Returns
+    -------
+    (rows of the causes table, one row per (target, compared with) with the agreement metrics)
+    """
+    n = len(experiment.train)
+    if not 2 <= n_columns <= n:
+        raise ValueError(f"n_columns must lie in [2, {n}]; got {n_columns}")
+    columns = sorted(np.random.default_rng(column_seed).choice(n, n_columns, replace=False).tolist())
+    loo = [s[:, columns] for s in experiment.scores(LOO, configs)]
+    hess = [s[:, columns] for s in experiment.scores(IF, configs, damping="auto")]
+    ggn_all, _ = influence_scores(experiment, configs, [("gauss_newton", True, "auto")])
+    ggn = [s[:, columns] for s in ggn_all[("gauss_newton", True, "auto")]]
+    rows = [_row("5. other targets", f"ours, on the {n_columns} examples", LOO, BETWEEN,
+                 between_runs(loo))]
+    detail = []
+    for target, change in (("warm_start", f"warm-start LOO ({steps} steps)"),
+                           ("pbrf", f"PBRF ({steps} steps)")):
+        scores, seconds = response_target_scores(experiment, configs, target=target,
+                                                 columns=columns, steps=steps, lr=lr,
+                                                 damping=damping)
+        rows.append(_row("5. other targets", change, target, BETWEEN, between_runs(scores), seconds))
+        for other, name in ((loo, "leave-one-out (ours)"), (hess, "IF, Hessian"),
+                            (ggn, "IF, Gauss-Newton")):
+            detail.append({"target": change, "compared with": name,
+                           **{m: v for m, v in agreement(scores, other).items()
+                              if m in stability.METRICS}})
+    for other, name in ((hess, "IF, Hessian"), (ggn, "IF, Gauss-Newton")):
+        detail.append({"target": "leave-one-out (ours)", "compared with": name,
+                       **{m: v for m, v in agreement(loo, other).items() if m in stability.METRICS}})
+    return pd.DataFrame(rows), pd.DataFrame(detail)
+
+
+def summary(rows: pd.DataFrame) -> pd.DataFrame:
+    """The table at the top of page 7: each change's Pearson correlation with its verdict.
+
+    Parameters
+    ----------
+    rows : DataFrame
+        Rows of the functions above, the :func:`baseline_rows` among them.
+
+    Returns
+    -------
+    DataFrame with columns cause, change, measured, LOO, IF (Pearson; nan where the change does
+    not apply), verdict: for each method it changes, whether it moves that method's Pearson
+    correlation past :func:`halfway` from ours to the paper's. The first two rows are our
+    baseline and the paper.
+    """
+    base = rows[rows.cause == "baseline"].set_index("method").pearson
+    ours = {LOO: float(base[LOO]), IF: float(base[IF])}
+    table = [{"cause": "ours (baseline)", "change": "", "measured": BETWEEN, "LOO": ours[LOO],
+              "IF": ours[IF], "verdict": ""},
+             {"cause": "the paper", "change": "", "measured": BETWEEN,
+              "LOO": PAPER[LOO]["pearson"], "IF": PAPER[IF]["pearson"], "verdict": ""}]
+    body = rows[(rows.cause != "baseline") & rows.measured.isin([BETWEEN, "agreement with itself"])]
+    for (cause, change, measured), group in body.groupby(["cause", "change", "measured"], sort=False):
+        values = {LOO: np.nan, IF: np.nan}
+        for _, row in group.iterrows():
+            values[IF if row.method == IF else LOO] = float(row.pearson)
+        verdicts = [f"{'LOO' if m == LOO else 'IF'}: {verdict(values[m], ours[m], PAPER[m]['pearson'])}"
+                    for m in (LOO, IF) if not np.isnan(values[m])]
+        table.append({"cause": cause, "change": change, "measured": measured, "LOO": values[LOO],
+                      "IF": values[IF], "verdict": "; ".join(verdicts)})
+    return pd.DataFrame(table)
