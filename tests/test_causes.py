@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+
 from dataclasses import replace
 
 import numpy as np
@@ -14,6 +16,7 @@ from torch.utils.data import DataLoader, Subset, TensorDataset
 from infcore import causes, experiments
 from infcore.cache import Cache
 from infcore.data import load_mnist
+from infcore.methods import compute_scores
 from infcore.methods.influence import gauss_newton, hessian, influence_function
 from infcore.methods.loo import leave_one_out
 from infcore.training import (
@@ -296,9 +299,9 @@ def test_pbrf_is_approximated_by_gauss_newton_influence(task):
     """For small steps the PBRF moves along (G + decay + damping)^-1 g_i / n, as Bae et al. say."""
     trained, train_split, test_split = task
     pbrf = causes.response_scores(trained, train_split, test_split, target="pbrf",
-                                  columns=list(range(20)), steps=300, lr=0.5, damping=1.0)
+                                  columns=list(range(20)), steps=60, lr=0.5, damping=1.0)
     matrix = causes.curvature(trained, train_split, "gauss_newton")
-    (ggn,) = causes.damped_influence(trained, train_split, test_split, matrix, [1.0])
+    ggn = influence_function(trained, train_split, test_split, damping=1.0, hess=matrix)
     assert causes.agreement([pbrf], [ggn])["pearson"] > 0.99
 
 
@@ -333,6 +336,11 @@ def test_sweeps_reuse_the_books_cache_entries_and_their_own(tmp_path, monkeypatc
     scores, _ = causes.influence_scores(experiment, configs[:1], variants)
     assert np.array_equal(scores[variants[0]][0],
                           experiment.scores("influence_function", configs[:1], damping="auto")[0])
+    # the book's entry, written from the variants' Hessian, is what page 2 would compute
+    model = experiment.models(configs[:1])[0]
+    np.testing.assert_allclose(scores[variants[0]][0], compute_scores(
+        "influence_function", model, experiment.train, experiment.test, damping="auto"),
+        rtol=1e-9, atol=0)
     assert scores[variants[2]] == [None]  # indefinite: not allowed, recorded as such
     assert scores[variants[1]][0].shape == (4, 20)
 
@@ -345,3 +353,24 @@ def test_verdicts_on_the_papers_own_numbers():
         assert causes.verdict(float("nan"), ours, theirs) == causes.DOES_NOT
     assert causes.PAPER["leave_one_out"]["pearson"] == 0.043
     assert causes.PAPER["influence_function"]["pearson"] == 0.023
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"dampings": ["auto", "critical*0.5"]}, "dampings: damping must be"),
+    ({"joint_orders": ["shuffled"]}, "joint_orders must be"),
+    ({"noise_chunk": 64}, "noise_chunk must differ"),
+    ({"long_loo_seeds": [4]}, "long_loo_seeds must lie"),
+    ({"long_epochs": [5]}, "long_epochs must all exceed"),
+])
+def test_the_page_refuses_bad_parameters(override, message):
+    from infcore.profiles import profile_parameters
+    from infcore.runbook import declared_parameters
+    from infcore.validation import ParameterError, check_page
+    from pathlib import Path
+
+    source = Path(__file__).parents[1] / "notebooks" / "07_why_they_differ.py"
+    declared = {k: ast.literal_eval(v) for k, v in declared_parameters(source).items()}
+    parameters = {**declared, **profile_parameters("quick", "07_why_they_differ")}
+    check_page("07_why_they_differ", parameters)
+    with pytest.raises(ParameterError, match=message):
+        check_page("07_why_they_differ", {**parameters, **override})

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -351,6 +352,14 @@ def damped_influence(
     for spec in dampings:
         parse_damping(spec)
     values, vectors = torch.linalg.eigh(matrix.detach().to("cpu", torch.float64))
+    return _damped_from_eigh(trained, train, test, values, vectors, dampings, allow_indefinite)
+
+
+def _damped_from_eigh(
+    trained: TrainedModel, train: Split, test: Split, values: torch.Tensor, vectors: torch.Tensor,
+    dampings: Sequence[object], allow_indefinite: bool,
+) -> list[np.ndarray | None]:
+    """:func:`damped_influence` from the eigendecomposition ``(values, vectors)`` of the matrix."""
     smallest = float(values[0])
     resolved = [resolve_damping(spec, smallest) for spec in dampings]
     bad = [(spec, d) for spec, d in zip(dampings, resolved) if smallest + d <= 0]
@@ -381,13 +390,14 @@ def loo_scores(
     configs: Sequence[TrainConfig],
     *,
     order_variant: str = "kept",
-    chunk_size: int = BASELINE_CHUNK,
+    chunk_size: int | None = None,
     precision: str = "float64",
 ) -> tuple[list[np.ndarray], float]:
     """Leave-one-out under one variant for each config, cached; and the seconds it cost.
 
-    The book's own variant (kept order, chunks of :data:`BASELINE_CHUNK`, float64) is read from
-    the cache entries of ``experiment.scores("leave_one_out", ...)``, page 2's. Every other one
+    The book's own variant (kept order, retrainings in chunks of ``experiment.chunk_size``, the
+    default of ``chunk_size``, float64) is read from the cache entries of
+    ``experiment.scores("leave_one_out", ...)``, page 2's. Every other one
     is computed with :func:`loo_variants` and cached with both precisions (and the seconds it
     took, so that a cached run still reports its cost).
 
@@ -399,7 +409,8 @@ def loo_scores(
     check_order_variant(order_variant)
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {list(PRECISIONS)}; got {precision!r}")
-    if (order_variant, chunk_size, precision) == ("kept", BASELINE_CHUNK, "float64"):
+    chunk_size = experiment.chunk_size if chunk_size is None else chunk_size
+    if (order_variant, chunk_size, precision) == ("kept", experiment.chunk_size, "float64"):
         return experiment.scores("leave_one_out", configs), 0.0
     scores, seconds = [], 0.0
     for config in configs:
@@ -457,20 +468,23 @@ def influence_scores(
         model = experiment.models([config])[0] if kinds else None
         for kind in sorted(kinds):
             start = time.perf_counter()
-            # one matrix per model: the weight-decay term is exactly weight_decay * I
+            # one matrix and one eigendecomposition per model: the weight-decay term is exactly
+            # weight_decay * I, which shifts every eigenvalue and keeps the eigenvectors
             full = curvature(model, experiment.train, kind, True)
             if kind == "hessian" and need_book:
                 # page 2's entry, computed as compute_scores would, from this same Hessian
                 experiment.cache.save("scores", book_key, influence_function(
                     model, experiment.train, experiment.test, damping="auto", hess=full))
             members = [v for v in missing if v[0] == kind]
+            if not members:
+                continue
+            eigenvalues, vectors = torch.linalg.eigh(full)
             for term in sorted({v[1] for v in members}):
-                matrix = full if term else full - float(model.weight_decay) * torch.eye(
-                    len(full), dtype=full.dtype)
+                shifted = eigenvalues if term else eigenvalues - float(model.weight_decay)
                 group = [v for v in members if v[1] == term]
-                values = damped_influence(model, experiment.train, experiment.test, matrix,
-                                          [v[2] for v in group], allow_indefinite=True)
-                smallest = float(torch.linalg.eigvalsh(matrix)[0])
+                values = _damped_from_eigh(model, experiment.train, experiment.test, shifted,
+                                           vectors, [v[2] for v in group], allow_indefinite=True)
+                smallest = float(shifted[0])
                 for v, value in zip(group, values):
                     experiment.cache.save("influence_variant", key(v), {
                         "scores": None if value is None else torch.from_numpy(value),
@@ -566,6 +580,17 @@ def verdict(value: float, ours: float, theirs: float) -> str:
 BETWEEN = "between initialisations"
 
 
+def page_variants(dampings: Sequence[object], step: float = 0.1) -> list[tuple[str, bool, object]]:
+    """Every influence-function variant of page 7 (:func:`damping_curve`, :func:`curvature_rows`,
+    :func:`target_rows`), so that one call of :func:`influence_scores` computes each model's
+    Hessian and Gauss-Newton matrix once."""
+    variants = [BOOK_INFLUENCE]
+    variants += [("hessian", True, d) for d in dampings]
+    variants += [("hessian", True, scaled_damping(d, 1 + step)) for d in dampings]
+    variants += [(kind, term, "auto") for kind in CURVATURES for term in (True, False)]
+    return list(dict.fromkeys(variants))
+
+
 def scaled_damping(spec: object, factor: float) -> object:
     """The damping spec ``factor`` times ``spec`` (for the +10% sensitivity of a sweep point)."""
     base, value = parse_damping(spec)
@@ -604,9 +629,9 @@ def precision_and_noise_rows(
     same retrainings batched otherwise (identical seeds, other float32 rounding), the most that
     two computations of leave-one-out can agree.
     """
-    if noise_chunk == BASELINE_CHUNK:
-        raise ValueError(f"noise_chunk must differ from the book's chunk of {BASELINE_CHUNK} "
-                         "retrainings, or the two computations are the same")
+    if noise_chunk == experiment.chunk_size:
+        raise ValueError(f"noise_chunk must differ from the experiment's chunk_size "
+                         f"({experiment.chunk_size}), or the two computations are the same")
     f32, seconds = loo_scores(experiment, configs, chunk_size=noise_chunk, precision="float32")
     f64, _ = loo_scores(experiment, configs, chunk_size=noise_chunk, precision="float64")
     ours = experiment.scores(LOO, configs)
@@ -832,3 +857,52 @@ def summary(rows: pd.DataFrame) -> pd.DataFrame:
         table.append({"cause": cause, "change": change, "measured": measured, "LOO": values[LOO],
                       "IF": values[IF], "verdict": "; ".join(verdicts)})
     return pd.DataFrame(table)
+
+
+@contextmanager
+def timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    """Add the wall-clock seconds of the ``with`` block to ``timings[name]``."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
+
+
+def timing_table(timings: dict[str, float], rows: pd.DataFrame,
+                 extra: dict[str, float] | None = None) -> pd.DataFrame:
+    """Seconds of each cause: wall-clock in this run (``timings``, keyed by cause), and the
+    compute recorded in the cache entries of its variants when they were first computed (the
+    ``seconds`` of its ``rows``, plus ``extra``; 0 where the cost belongs to the book's own
+    entries: page 2's sweep, or Experiment.scores for the longer trainings)."""
+    spent = rows.groupby("cause").seconds.sum().to_dict()
+    for name, seconds in (extra or {}).items():
+        spent[name] = spent.get(name, 0.0) + seconds
+    return pd.DataFrame([{"cause": name, "seconds_this_run": seconds,
+                          "seconds_recorded": float(spent.get(name, 0.0))}
+                         for name, seconds in timings.items()])
+
+
+def damping_rows(curve: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the causes table for the points of :func:`damping_curve` that every model allows."""
+    rows = []
+    for point in curve.itertuples():
+        if np.isnan(point.stability_pearson):
+            continue
+        metrics = {m: getattr(point, f"stability_{m}") for m in stability.METRICS}
+        change = (f"damping {point.damping} ({point.damping_low:.3g} to {point.damping_high:.3g})"
+                  if point.damping_low != point.damping_high else f"damping {point.damping}")
+        rows.append(_row("6. damping", change, IF, BETWEEN, {**metrics, "n_pairs": 0}))
+    return pd.DataFrame(rows)
+
+
+def loo_bars(rows: pd.DataFrame) -> pd.DataFrame:
+    """Leave-one-out's agreement with itself and between initialisations (for
+    :func:`infcore.plots.noise_floor`): the baseline, the noise floor and the order variants."""
+    keep = (rows.method == LOO) & rows.cause.isin(["baseline", "3. noise floor", "2. order of the rest"]) & rows.measured.isin([BETWEEN, "agreement with itself"])
+    return rows[keep][["change", "measured", "pearson"]].reset_index(drop=True)
+
+
+def moved(table: pd.DataFrame) -> list[str]:
+    """The changes of a :func:`summary` table whose verdict moves some number to the paper's."""
+    return [f"{row.cause}: {row.change}" for row in table.itertuples() if MOVES in row.verdict]

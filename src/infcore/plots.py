@@ -302,3 +302,81 @@ def proponents_opponents(
             ax.set_yticks([])
     fig.tight_layout()
     return fig
+
+
+def damping_curve(curve: pd.DataFrame, paper_pearson: float, ours_pearson: float,
+                  title: str | None = None) -> plt.Figure:
+    """Influence functions along a sweep of dampings (:func:`infcore.causes.damping_curve`).
+
+    Pearson correlations against the damping (the median over models of the value each point
+    took): between initialisations, with leave-one-out of the same model, and with the scores at
+    a 10% larger damping. The paper's value between initialisations is a cross at each end, and
+    the halfway line from ours to it is the threshold of the page's verdicts.
+    """
+    sns.set_theme(style="whitegrid", font_scale=BOOK_FONT_SCALE)
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    shown = curve[curve.allowed > 0].assign(x=lambda d: (d.damping_low + d.damping_high) / 2)
+    shown = shown.sort_values("x")
+    for column, label, marker in (("stability_pearson", "between initialisations", "o"),
+                                  ("with_loo_pearson", "with leave-one-out", "s"),
+                                  ("sensitivity_pearson", "with damping x 1.1", "^")):
+        ax.plot(shown.x, shown[column], marker=marker, label=label)
+    ax.axhline(paper_pearson, color="black", linestyle="--", linewidth=1,
+               label="the paper, between initialisations")
+    ax.axhline((paper_pearson + ours_pearson) / 2, color="grey", linestyle=":", linewidth=1,
+               label="halfway (verdict threshold)")
+    ax.set_xscale("log")
+    ax.set_xlabel("damping (mean over models)")
+    ax.set_ylabel("Pearson correlation")
+    ax.set_ylim(-0.05, 1.05)
+    ax.legend(loc="lower right", fontsize="small")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def epochs_curve(curve: pd.DataFrame, paper: Mapping[str, float], title: str | None = None) -> plt.Figure:
+    """Stability between initialisations against the epochs of training
+    (:func:`infcore.causes.convergence`), one line per method, the paper's values as crosses; the
+    training objective on a second axis."""
+    sns.set_theme(style="whitegrid", font_scale=BOOK_FONT_SCALE)
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for k, (method, group) in enumerate(curve.groupby("method", sort=False)):
+        ax.plot(group.epochs, group.pearson, marker="o", color=f"C{k}", label=method)
+        ax.scatter([group.epochs.max()], [paper[method]], marker="x", color=f"C{k}", s=60,
+                   zorder=5, label=f"{method}, the paper")
+    ax.set_xlabel("epochs of training")
+    ax.set_ylabel("Pearson between initialisations")
+    ax.set_ylim(-0.05, 1.05)
+    other = ax.twinx()
+    objective = curve.drop_duplicates("epochs")
+    other.plot(objective.epochs, objective.train_objective, color="grey", linestyle=":",
+               marker=".", label="training objective")
+    other.set_ylabel("training objective (mean loss + decay)")
+    other.grid(False)
+    lines, labels = ax.get_legend_handles_labels()
+    more, more_labels = other.get_legend_handles_labels()
+    ax.legend(lines + more, labels + more_labels, loc="lower left", fontsize="small")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def noise_floor(rows: pd.DataFrame, paper_pearson: float, title: str | None = None) -> plt.Figure:
+    """Leave-one-out's agreement with itself (identical seeds, other float32 rounding) beside its
+    agreement between initialisations, as horizontal bars; the paper's value as a line."""
+    sns.set_theme(style="whitegrid", font_scale=BOOK_FONT_SCALE)
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(rows) + 1.5))
+    labels = [f"{c}: {m}" for c, m in zip(rows.change, rows.measured)]
+    ax.barh(labels, rows.pearson, color=["C2" if "itself" in m else "C0" for m in rows.measured])
+    ax.axvline(paper_pearson, color="black", linestyle="--", linewidth=1, label="the paper")
+    ax.set_xlim(0, 1.02)
+    ax.set_xlabel("Pearson correlation (leave-one-out)")
+    ax.invert_yaxis()
+    ax.legend(loc="lower right", fontsize="small")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig

@@ -25,6 +25,8 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "04_expected_influence": {"profile": "quick", **_QUICK_SWEEP, "n_models": 3, "sizes": [1, 2, 3]},
         "05_poisoning": {"profile": "quick", "n_train": 200, "n_test": 40, "n_poison": 20,
                          "n_test_poison": 20, "n_models": 3},
+        "07_why_they_differ": {"profile": "quick", **_QUICK_SWEEP, "seeds": [0, 1, 2],
+                               "long_epochs": [10], "long_loo_seeds": [2], "target_columns": 32},
         "09_your_model": {},
     },
     "paper": {
@@ -40,6 +42,11 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         # poisoned test images, hence 10.
         "05_poisoning": {"profile": "paper", **_PAPER_SWEEP, "n_poison": 100, "n_test_poison": 100,
                          "n_models": 20, "lr": 0.1, "ideal_epochs": 10},
+        # page 2's models and scores are the baseline; leave-one-out at 50 epochs (ten times
+        # the cost of 5) on one pair of seeds
+        "07_why_they_differ": {"profile": "paper", "n_train": 800, "n_test": 200,
+                               "seeds": [0, 1, 2, 3], "long_epochs": [20, 50],
+                               "long_loo_seeds": [4, 2], "target_columns": 64},
         "09_your_model": {},
     },
 }
