@@ -39,7 +39,8 @@ epochs = 5
 lr = 0.1
 weight_decay = 0.001
 long_epochs = [10]  # the convergence candidate: longer trainings
-long_loo_seeds = [2]  # leave-one-out at each of long_epochs uses this many of the seeds
+long_loo_seeds = [2]  # leave-one-out at each of long_epochs uses this many of the seeds (0: none)
+variant_seeds = 3  # how many of the seeds the leave-one-out variants of candidates 1-3 use
 noise_chunk = 48  # retrainings batched together for the noise floor (ours: 64)
 dampings = ["critical*1.01", "critical*1.1", "auto", "auto*1.1", 0.001, 0.01, 0.1, 1.0]
 joint_orders = ["redrawn", "kept"]  # order variants also run with one seed for init and order
@@ -67,6 +68,7 @@ TABLES = ["causes_rows", "causes_damping", "causes_epochs", "causes_targets", "c
 base = TrainConfig(epochs=epochs, lr=lr, weight_decay=weight_decay, init_seed=seeds[0],
                    order_seed=seeds[0])
 configs = causes.seed_configs(base, seeds)
+variant_configs = configs[:variant_seeds]  # each is one leave-one-out matrix per variant
 live_label = results.scale_label(f"{profile} run", globals())
 glue("live_label", live_label, display=False)
 glue("paper_loo", causes.PAPER[LOO]["pearson"], display=False)
@@ -204,7 +206,7 @@ display(parts[0][["method", "pearson", "spearman", "top_overlap", "n_pairs"]].ro
 # %% tags=["remove-stderr"] tolerance="correlation"
 glue("noise_chunk", noise_chunk, display=False)
 with causes.timed(timings, "1. loss precision"):  # also the noise floor: the same retrainings
-    parts.append(causes.precision_and_noise_rows(experiment, configs, noise_chunk))
+    parts.append(causes.precision_and_noise_rows(experiment, variant_configs, noise_chunk))
 display(parts[-1].drop(columns=["cause", "seconds"]).round(3))
 
 # %% [markdown]
@@ -221,7 +223,7 @@ display(parts[-1].drop(columns=["cause", "seconds"]).round(3))
 
 # %% tags=["remove-stderr"] tolerance="correlation"
 with causes.timed(timings, "2. order of the rest"):
-    parts.append(causes.order_rows(experiment, configs, joint_orders))
+    parts.append(causes.order_rows(experiment, variant_configs, joint_orders, configs))
 display(parts[-1].drop(columns=["cause", "seconds"]).round(3))
 
 # %% [markdown]

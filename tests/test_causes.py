@@ -359,7 +359,8 @@ def test_verdicts_on_the_papers_own_numbers():
     ({"dampings": ["auto", "critical*0.5"]}, "dampings: damping must be"),
     ({"joint_orders": ["shuffled"]}, "joint_orders must be"),
     ({"noise_chunk": 64}, "noise_chunk must differ"),
-    ({"long_loo_seeds": [4]}, "long_loo_seeds must lie"),
+    ({"long_loo_seeds": [4]}, "long_loo_seeds must be 0"),
+    ({"variant_seeds": 4}, "variant_seeds must lie"),
     ({"long_epochs": [5]}, "long_epochs must all exceed"),
 ])
 def test_the_page_refuses_bad_parameters(override, message):

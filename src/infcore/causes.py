@@ -647,7 +647,10 @@ def precision_and_noise_rows(
 
 
 def order_rows(
-    experiment: Experiment, configs: Sequence[TrainConfig], joint: Sequence[str] = ("redrawn",)
+    experiment: Experiment,
+    configs: Sequence[TrainConfig],
+    joint: Sequence[str] = ("redrawn",),
+    joint_configs: Sequence[TrainConfig] | None = None,
 ) -> pd.DataFrame:
     """Cause 2: the order of the remaining examples in each retraining.
 
@@ -655,7 +658,8 @@ def order_rows(
     (:func:`~infcore.training.retraining_order`), under the same order seed for every
     initialisation. Each variant in ``joint`` is also measured with one seed for everything
     (order seed = init seed), as ``torch.manual_seed(seed)`` before a shuffling DataLoader sets
-    both: a change of initialisation then also changes every order.
+    both: a change of initialisation then also changes every order. ``joint_configs`` (``configs``
+    by default) are the runs of that protocol, before their order seeds are set.
     """
     ours = experiment.scores(LOO, configs)
     rows = []
@@ -665,7 +669,7 @@ def order_rows(
         rows += [_row("2. order of the rest", change, LOO, BETWEEN, between_runs(scores), seconds),
                  _row("2. order of the rest", change, LOO, "agreement with ours, same model",
                       agreement(scores, ours))]
-    one_seed = [replace(c, order_seed=c.init_seed) for c in configs]
+    one_seed = [replace(c, order_seed=c.init_seed) for c in (joint_configs or configs)]
     for variant in joint:
         scores, seconds = loo_scores(experiment, one_seed, order_variant=variant)
         change = {"kept": "kept order", "redrawn": "order re-drawn over n-1 (DataLoader)",
@@ -685,7 +689,7 @@ def convergence(
     """Cause 4: longer training, ``base.epochs`` (ours) against each of ``long_epochs``.
 
     Leave-one-out at ``long_epochs[k]`` uses the first ``long_loo_seeds[k]`` seeds (its cost grows
-    with the epochs); influence functions use every seed.
+    with the epochs; 0 leaves it out at that length); influence functions use every seed.
 
     Returns
     -------
@@ -703,9 +707,11 @@ def convergence(
                            + m.weight_decay / 2 * sum((p.double() ** 2).sum() for p in m.params.values()))
                      for m in models]
         accuracies = [accuracy(m, experiment.test) for m in models]
-        for method, scores in ((LOO, experiment.scores(LOO, configs[:n_loo])),
-                               (IF, experiment.scores(IF, configs, damping="auto"))):
-            metrics = between_runs(scores)
+        for method, n_runs in ((LOO, n_loo), (IF, len(configs))):
+            if n_runs == 0:
+                continue
+            options = {"damping": "auto"} if method == IF else {}
+            metrics = between_runs(experiment.scores(method, configs[:n_runs], **options))
             curve.append({"epochs": epochs, "method": method, **metrics,
                           "train_objective": float(np.mean(objective)),
                           "test_accuracy": float(np.mean(accuracies))})

@@ -238,9 +238,13 @@ def _why_they_differ(p: Mapping[str, Any]) -> None:
         raise ParameterError(f"long_epochs must all exceed epochs={p['epochs']}; got "
                              f"{p['long_epochs']!r}")
     for count in p["long_loo_seeds"]:
-        if not 2 <= count <= len(p["seeds"]):
-            raise ParameterError(f"long_loo_seeds must lie in [2, len(seeds)={len(p['seeds'])}] "
-                                 f"(a pair of runs at least); got {p['long_loo_seeds']!r}")
+        if count != 0 and not 2 <= count <= len(p["seeds"]):
+            raise ParameterError(f"long_loo_seeds must be 0 (no leave-one-out) or lie in [2, "
+                                 f"len(seeds)={len(p['seeds'])}] (a pair of runs at least); got "
+                                 f"{p['long_loo_seeds']!r}")
+    if not 2 <= p["variant_seeds"] <= len(p["seeds"]):
+        raise ParameterError(f"variant_seeds must lie in [2, len(seeds)={len(p['seeds'])}]; got "
+                             f"{p['variant_seeds']!r}")
     if p["noise_chunk"] == p["chunk_size"]:
         raise ParameterError(f"noise_chunk must differ from chunk_size={p['chunk_size']}: the "
                              "noise floor compares two batchings of the same retrainings")
@@ -283,7 +287,7 @@ PAGES: dict[str, tuple[dict[str, Rule], Callable[[Mapping[str, Any]], None]]] = 
         "profile", "n_train", "n_test", "data_seed", "epochs", "lr", "weight_decay", "device",
         "chunk_size", "results_dir", "paper_results")},
         "seeds": _integers(0, least=2), "long_epochs": _integers(1, least=1),
-        "long_loo_seeds": _integer_list(2), "noise_chunk": _integer(1), "dampings": _dampings,
+        "long_loo_seeds": _integer_list(0), "variant_seeds": _integer(2), "noise_chunk": _integer(1), "dampings": _dampings,
         "joint_orders": _names(ORDER_VARIANTS), "target_columns": _integer(2),
         "target_steps": _integer(1)}, _why_they_differ),
     "06_paper_scale": ({"results_path": _text("a folder path", optional=False)}, _nothing),
