@@ -912,3 +912,22 @@ def loo_bars(rows: pd.DataFrame) -> pd.DataFrame:
 def moved(table: pd.DataFrame) -> list[str]:
     """The changes of a :func:`summary` table whose verdict moves some number to the paper's."""
     return [f"{row.cause}: {row.change}" for row in table.itertuples() if MOVES in row.verdict]
+
+
+def closing_note(table: pd.DataFrame) -> str:
+    """The page's closing note in Markdown: each change of a :func:`summary` table with its
+    numbers and verdict, then which changes, if any, reproduce the paper's values."""
+    ours, theirs = table.iloc[0], table.iloc[1]
+    lines = [f"- **Our baseline**: leave-one-out {ours.LOO:.3f}, influence functions {ours.IF:.3f} "
+             f"(the paper: {theirs.LOO:.3f} and {theirs.IF:.3f}; the verdict threshold is halfway, "
+             f"{halfway(ours.LOO, theirs.LOO):.3f} and {halfway(ours.IF, theirs.IF):.3f})."]
+    for row in table.iloc[2:].itertuples():
+        numbers = ", ".join(f"{name} {value:.3f}" for name, value in
+                            (("leave-one-out", row.LOO), ("influence functions", row.IF))
+                            if not np.isnan(value))
+        lines.append(f"- **{row.cause}**, {row.change} ({row.measured}): {numbers}; {row.verdict}.")
+    movers = moved(table)
+    lines.append("")
+    lines.append("Reproduces the paper's values: " + ("; ".join(movers) if movers else
+                 "no single candidate") + ".")
+    return "\n".join(lines)
