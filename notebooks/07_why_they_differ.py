@@ -43,7 +43,7 @@ long_loo_seeds = [2]  # leave-one-out at each of long_epochs uses this many of t
 variant_seeds = 3  # how many of the seeds the leave-one-out variants of candidates 1-3 use
 noise_chunk = 48  # retrainings batched together for the noise floor (ours: 64)
 dampings = ["critical*1.01", "critical*1.1", "auto", "auto*1.1", 0.001, 0.01, 0.1, 1.0]
-joint_orders = ["redrawn", "kept"]  # order variants also run with one seed for init and order
+joint_orders = ["redrawn", "fresh", "kept"]  # order variants also run with one seed for init and order
 target_columns = 32  # training examples scored by warm-start leave-one-out and the PBRF
 target_steps = 10
 device = "cpu"
@@ -64,7 +64,7 @@ validation.check_page("07_why_they_differ", globals())
 pd.set_option("display.max_colwidth", None)
 LOO, IF = causes.LOO, causes.IF
 TABLES = ["causes_rows", "causes_damping", "causes_epochs", "causes_targets", "causes_curvature",
-          "causes_timings"]
+          "causes_orders", "causes_timings"]
 base = TrainConfig(epochs=epochs, lr=lr, weight_decay=weight_decay, init_seed=seeds[0],
                    order_seed=seeds[0])
 configs = causes.seed_configs(base, seeds)
@@ -217,7 +217,18 @@ display(parts[-1].drop(columns=["cause", "seconds"]).round(3))
 # %% tags=["remove-stderr"] tolerance="correlation"
 with causes.timed(timings, "2. order of the rest"):
     parts.append(causes.order_rows(experiment, variant_configs, joint_orders, configs))
+    order_table = causes.order_diagnostics(experiment, variant_configs)
 display(parts[-1].drop(columns=["cause", "seconds"]).round(3))
+
+# %% [markdown]
+# What the re-drawn scores measure: a `DataLoader` re-seeded with the same seed for every
+# retraining draws the same permutation of the n-1 positions each time, so the retraining without
+# example $i$ sees every later example one position earlier. Its order changes smoothly with $i$,
+# and its scores follow the index $i$ rather than the example. The mean correlation of a row of
+# scores with $i$, and the median magnitude of a score:
+
+# %% tolerance={"default": "correlation", "median_abs_score": "magnitude"}
+display(order_table)
 
 # %% [markdown]
 # ### 4. Convergence
@@ -318,4 +329,5 @@ if folder is not None:
     results.save_tables(folder, {
         "causes_rows": all_rows, "causes_damping": damping_table, "causes_epochs": epochs_table,
         "causes_targets": targets_table, "causes_curvature": curvature_table,
+        "causes_orders": order_table,
         "causes_timings": causes.timing_table(timings, all_rows, {"6. damping": damping_seconds})})

@@ -931,3 +931,22 @@ def closing_note(table: pd.DataFrame) -> str:
     lines.append("Reproduces the paper's values: " + ("; ".join(movers) if movers else
                  "no single candidate") + ".")
     return "\n".join(lines)
+
+
+def order_diagnostics(experiment: Experiment, configs: Sequence[TrainConfig]) -> pd.DataFrame:
+    """What each order variant's leave-one-out measures: the mean over test examples of the
+    correlation of a row of scores with the index of the left-out example, and the median score
+    magnitude (after :func:`order_rows`, from the cache).
+
+    A shuffling ``DataLoader`` re-seeded for every retraining draws the same permutation of the
+    n - 1 positions each time, so the retraining without ``i`` sees every example after ``i``
+    one position earlier: its order changes smoothly with ``i``, and the scores follow ``i``.
+    """
+    index = np.arange(len(experiment.train))
+    rows = []
+    for variant in ("kept", "redrawn", "fresh"):
+        scores, _ = loo_scores(experiment, configs, order_variant=variant)
+        trend = [np.mean([np.corrcoef(row, index)[0, 1] for row in s]) for s in scores]
+        rows.append({"order": variant, "correlation_with_index": float(np.mean(trend)),
+                     "median_abs_score": float(np.median([np.median(np.abs(s)) for s in scores]))})
+    return pd.DataFrame(rows)
