@@ -212,7 +212,10 @@ display(parts[-1].drop(columns=["cause", "seconds"]).round(3))
 # these variants are compared between initialisations, and also against our leave-one-out of the
 # same model. A plain implementation that calls `torch.manual_seed(seed)` once sets the
 # initialisation and the shuffling together, so a change of initialisation then also changes every
-# order: the rows "one seed for init and order" measure that protocol.
+# order: the rows "one seed for init and order" measure that protocol. Of these, the fresh order
+# is what a script gets that seeds once, reloads the initial weights for each retraining and lets
+# the `DataLoader` draw on; the re-drawn order is what it gets when it re-seeds before each
+# retraining; the kept order with one seed changes the full runs' order with the initialisation.
 
 # %% tags=["remove-stderr"] tolerance="correlation"
 with causes.timed(timings, "2. order of the rest"):

@@ -375,3 +375,24 @@ def test_the_page_refuses_bad_parameters(override, message):
     check_page("07_why_they_differ", parameters)
     with pytest.raises(ParameterError, match=message):
         check_page("07_why_they_differ", {**parameters, **override})
+
+
+def test_summary_puts_each_change_beside_ours_and_the_papers():
+    import pandas as pd
+
+    def row(cause, change, method, pearson, measured=causes.BETWEEN):
+        return {"cause": cause, "change": change, "method": method, "measured": measured,
+                "pearson": pearson, "spearman": 0.0, "top_overlap": 0.0, "n_pairs": 1,
+                "seconds": 0.0}
+
+    rows = pd.DataFrame([row("baseline", "ours", causes.LOO, 0.65),
+                         row("baseline", "ours", causes.IF, 0.65),
+                         row("2. order", "fresh", causes.LOO, 0.05),
+                         row("2. order", "fresh", causes.LOO, 0.9, "agreement with ours, same model"),
+                         row("6. damping", "1.0", causes.IF, 0.6)])
+    table = causes.summary(rows)
+    assert list(table.cause) == ["ours (baseline)", "the paper", "2. order", "6. damping"]
+    assert table.verdict.tolist()[2:] == [f"LOO: {causes.MOVES}", f"IF: {causes.DOES_NOT}"]
+    assert np.isnan(table.IF[2]) and np.isnan(table.LOO[3])
+    note = causes.closing_note(table)
+    assert "Reproduces the paper's values: 2. order: fresh." in note
