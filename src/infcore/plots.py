@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
@@ -344,5 +345,93 @@ def yardsticks_by_models(table: pd.DataFrame, title: str | None = None,
                frameon=False)
     if title:
         fig.suptitle(title, y=1.02)
+    fig.tight_layout()
+    return fig
+
+
+def damping_curve(curve: pd.DataFrame, paper_pearson: float, ours_pearson: float,
+                  title: str | None = None) -> plt.Figure:
+    """Influence functions along a sweep of dampings (:func:`infcore.causes.damping_curve`).
+
+    Pearson correlations against the damping (the mean over models of the value each point
+    took): between initialisations, with leave-one-out of the same model, and with the scores at
+    a 10% larger damping. The paper's value between initialisations is a dashed line, and the
+    halfway line from ours to it is the threshold of the page's verdicts.
+    """
+    sns.set_theme(style="whitegrid", font_scale=1.2)
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    shown = curve[curve.allowed > 0].assign(x=lambda d: (d.damping_low + d.damping_high) / 2)
+    shown = shown.sort_values("x")
+    for column, label, marker in (("stability_pearson", "between initialisations", "o"),
+                                  ("with_loo_pearson", "with leave-one-out", "s"),
+                                  ("sensitivity_pearson", "with damping x 1.1", "^")):
+        ax.plot(shown.x, shown[column], marker=marker, label=label)
+    ax.axhline(paper_pearson, color="black", linestyle="--", linewidth=1,
+               label="the paper, between initialisations")
+    ax.axhline((paper_pearson + ours_pearson) / 2, color="grey", linestyle=":", linewidth=1,
+               label="halfway from ours to the paper (verdict threshold)")
+    ax.set_xscale("log")
+    if shown.x.max() < 10 * shown.x.min():  # within a decade: label the minor ticks
+        ax.xaxis.set_minor_formatter(plt.FormatStrFormatter("%.2g"))
+    else:
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())
+    ax.set_xlabel("damping (mean over models)")
+    ax.set_ylabel("Pearson correlation")
+    ax.set_ylim(-0.05, 1.05)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2, frameon=False)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def epochs_curve(curve: pd.DataFrame, paper: Mapping[str, float], title: str | None = None) -> plt.Figure:
+    """Stability between initialisations against the epochs of training
+    (:func:`infcore.causes.convergence`), one line per method, the paper's values as crosses; the
+    training objective on a second axis."""
+    sns.set_theme(style="whitegrid", font_scale=1.2)
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    for k, (method, group) in enumerate(curve.groupby("method", sort=False)):
+        ax.plot(group.epochs, group.pearson, marker="o", color=f"C{k}", label=method)
+        ax.scatter([group.epochs.max()], [paper[method]], marker="x", color=f"C{k}", s=60,
+                   zorder=5, label=f"{method}, the paper")
+    ax.set_xlabel("epochs of training")
+    ax.set_ylabel("Pearson between initialisations")
+    ax.set_ylim(-0.05, 1.05)
+    other = ax.twinx()
+    objective = curve.drop_duplicates("epochs")
+    other.plot(objective.epochs, objective.train_objective, color="grey", linestyle=":",
+               marker=".", label="training objective (right)")
+    other.set_ylabel("mean loss + decay term")
+    other.grid(False)
+    lines, labels = ax.get_legend_handles_labels()
+    more, more_labels = other.get_legend_handles_labels()
+    ax.legend(lines + more, labels + more_labels, loc="upper center", bbox_to_anchor=(0.5, -0.15),
+              ncol=2, frameon=False)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def noise_floor(rows: pd.DataFrame, paper_pearson: float, title: str | None = None) -> plt.Figure:
+    """Leave-one-out's agreement with itself (identical seeds, other float32 rounding) beside its
+    agreement between initialisations, as horizontal bars; the paper's value as a line."""
+    sns.set_theme(style="whitegrid", font_scale=1.2)
+    fig, ax = plt.subplots(figsize=(9, 0.8 * len(rows) + 2))
+    itself = rows.measured.str.contains("itself")
+    labels = [textwrap.fill(change, 30) for change in rows.change]
+    ax.barh(labels, rows.pearson, color=np.where(itself, "C2", "C0"))
+    ax.axvline(paper_pearson, color="black", linestyle="--", linewidth=1)
+    ax.set_xlim(min(-0.1, float(rows.pearson.min()) - 0.05), 1.02)
+    ax.set_xlabel("Pearson correlation of leave-one-out")
+    ax.invert_yaxis()
+    handles = [plt.Rectangle((0, 0), 1, 1, color="C2"), plt.Rectangle((0, 0), 1, 1, color="C0"),
+               plt.Line2D([], [], color="black", linestyle="--")]
+    ax.legend(handles, ["with itself, other float32 rounding", "between initialisations",
+                        "the paper, between initialisations"], loc="upper center",
+              bbox_to_anchor=(0.4, -0.12), ncol=2, frameon=False, fontsize="small")
+    if title:
+        ax.set_title(title)
     fig.tight_layout()
     return fig

@@ -25,6 +25,8 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "04_expected_influence": {"profile": "quick", **_QUICK_SWEEP, "n_models": 3, "sizes": [1, 2, 3]},
         "05_poisoning": {"profile": "quick", "n_train": 200, "n_test": 40, "n_poison": 20,
                          "n_test_poison": 20, "n_models": 3},
+        "07_why_they_differ": {"profile": "quick", **_QUICK_SWEEP, "seeds": [0, 1, 2],
+                               "long_epochs": [10], "long_loo_seeds": [2], "target_columns": 32},
         "08_yardsticks": {"profile": "quick", **_QUICK_SWEEP, "n_models": 3, "sizes": [1, 3],
                           "table_sizes": [1, 3], "n_subsets": 20, "subset_seeds": 2,
                           "mislabel_models": 3, "costly_models": 1},
@@ -43,6 +45,12 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         # poisoned test images, hence 10.
         "05_poisoning": {"profile": "paper", **_PAPER_SWEEP, "n_poison": 100, "n_test_poison": 100,
                          "n_models": 20, "lr": 0.1, "ideal_epochs": 10},
+        # page 2's models and scores are the baseline. Each leave-one-out matrix costs about
+        # 2 minutes on one thread (ten times that at 50 epochs): the variants of candidates 1-3
+        # use one pair of seeds, the one-seed protocol all four, 50 epochs one pair
+        "07_why_they_differ": {"profile": "paper", "n_train": 800, "n_test": 200,
+                               "seeds": [0, 1, 2, 3], "variant_seeds": 2, "long_epochs": [20, 50],
+                               "long_loo_seeds": [4, 2], "target_columns": 64},
         # MNIST only, with page 4's set A (the same 20 models and scores); 100 subsets of half the
         # training set with 5 seeds each (500 models of 400 examples); leave-one-out
         # self-influence (one retraining per example, about 100-150 s per model) on 3 of the 20

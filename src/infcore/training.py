@@ -223,8 +223,7 @@ def epoch_order(
     -------
     Tensor of shape (n,), (n - 1,) or (keep.sum(),), int64, on the CPU
     """
-    seed = int(np.random.SeedSequence([order_seed, epoch]).generate_state(1)[0])
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(order_seed, epoch)))
     if keep is not None:
         order = order[keep[order]]
     return order if exclude is None else order[order != exclude]
@@ -250,6 +249,52 @@ def _check_keep(keep: Sequence[ArrayLike | None] | None, k: int, n: int) -> list
             raise ValueError(f"keep[{m}] keeps no training example")
         masks.append(mask)
     return masks
+
+
+def epoch_seed(order_seed: int, epoch: int) -> int:
+    """The seed of the generator that draws epoch ``epoch``'s order (see :func:`epoch_order`)."""
+    return int(np.random.SeedSequence([order_seed, epoch]).generate_state(1)[0])
+
+
+#: how a leave-one-out retraining orders the remaining examples (:func:`retraining_order`)
+ORDER_VARIANTS = ("kept", "redrawn", "fresh")
+
+
+def check_order_variant(order_variant: object) -> str:
+    """``order_variant`` if it is one of :data:`ORDER_VARIANTS`, else a ValueError naming them."""
+    if order_variant not in ORDER_VARIANTS:
+        raise ValueError(f"order_variant must be one of {list(ORDER_VARIANTS)}; got {order_variant!r}")
+    return order_variant
+
+
+def retraining_order(
+    n: int, order_seed: int, epoch: int, exclude: int | None = None, order_variant: str = "kept"
+) -> torch.Tensor:
+    """The order of epoch ``epoch`` of a run that leaves out ``exclude``, under an order variant.
+
+    ``"kept"`` is :func:`epoch_order`: the full run's permutation with ``exclude`` deleted, so the
+    remaining examples keep their relative order (the book's leave-one-out). ``"redrawn"`` is what
+    ``DataLoader(Subset(data, remaining), shuffle=True, generator=g)`` draws when ``g`` is seeded
+    with the full run's seed of that epoch (:func:`epoch_seed`): a permutation of the ``n - 1``
+    positions, unrelated to the full run's order. ``"fresh"`` draws a permutation of the remaining
+    examples from a seed of its own for every left-out example. Without ``exclude`` all three are
+    :func:`epoch_order`, so the model trained on all examples is the same.
+
+    Returns
+    -------
+    Tensor of shape (n,) or (n - 1,), int64, on the CPU
+    """
+    check_order_variant(order_variant)
+    if exclude is None or order_variant == "kept":
+        return epoch_order(n, order_seed, epoch, exclude)
+    remaining = torch.cat([torch.arange(exclude), torch.arange(exclude + 1, n)])
+    if order_variant == "fresh":
+        seed = int(np.random.SeedSequence([order_seed, epoch, exclude, 1]).generate_state(1)[0])
+        return remaining[torch.randperm(n - 1, generator=torch.Generator().manual_seed(seed))]
+    generator = torch.Generator().manual_seed(epoch_seed(order_seed, epoch))
+    # a DataLoader's iterator first draws the base seed of its workers from the generator
+    torch.empty((), dtype=torch.int64).random_(generator=generator)
+    return remaining[torch.randperm(n - 1, generator=generator)]
 
 
 def _check_exclude(exclude: object, n: int) -> None:
@@ -346,6 +391,7 @@ def train(
     exclude: int | None = None,
     on_step: StepCallback | None = None,
     device: str | torch.device = "cpu",
+    order_variant: str = "kept",
 ) -> TrainedModel:
     """Train one model with minibatch SGD; the reference loop that every other path must match.
 
@@ -371,6 +417,8 @@ def train(
         and after the update; they are fresh tensors that training does not change afterwards.
     device : str or torch.device
         Where to compute; the returned weights are on the CPU.
+    order_variant : {"kept", "redrawn", "fresh"}
+        How a run with ``exclude`` orders the remaining examples (:func:`retraining_order`).
 
     Returns
     -------
@@ -384,6 +432,7 @@ def train(
         If the run diverges (it stops at the end of that epoch) or dies (the gradient at the final
         weights is exactly zero on the first training examples), naming ``config``.
     """
+    check_order_variant(order_variant)
     model = _default_model() if model is None else model
     params = {name: p.to(device) for name, p in init_params(model, config.init_seed).items()}
     x, y = data.x.to(device), data.y.to(device)
@@ -392,7 +441,7 @@ def train(
     checkpoints: list[Params] = []
     step = 0
     for epoch in range(config.epochs):
-        order = epoch_order(len(data), config.order_seed, epoch, exclude)
+        order = retraining_order(len(data), config.order_seed, epoch, exclude, order_variant)
         epoch_loss = torch.zeros((), device=device)
         for batch_index in order.split(config.batch_size):
             batch = batch_index.to(device)
@@ -615,6 +664,7 @@ def _train_chunk(
     device: str | torch.device,
     subsets: Sequence[torch.Tensor | None] | None = None,
     starts: Sequence[tuple[int, Params] | None] | None = None,
+    order_variant: str = "kept",
 ) -> list[list[Params]]:
     """Train the models of one chunk together; one independent job of :func:`train_many`.
 
@@ -632,6 +682,8 @@ def _train_chunk(
         The training subset of each model (None: all examples).
     starts : sequence of K ((int, Params) or None), optional
         See :func:`train_many`; the chunk skips the updates of its first epoch that no model takes.
+    order_variant : str
+        See :func:`retraining_order`.
 
     Returns
     -------
@@ -650,7 +702,8 @@ def _train_chunk(
     checkpoints: list[list[Params]] = [[] for _ in configs]
     problems: list[str | None] = [None] * k_models
     for epoch in range(epochs):
-        orders = [epoch_order(len(y), c.order_seed, epoch, i, keep)
+        orders = [epoch_order(len(y), c.order_seed, epoch, i, keep) if keep is not None
+                  else retraining_order(len(y), c.order_seed, epoch, i, order_variant)
                   for c, i, keep in zip(configs, excluded, subsets or [None] * k_models)]
         index, weight, active = _epoch_batches(orders, configs[0].batch_size)
         index, weight, active = index.to(device), weight.to(device), active.to(device)
@@ -722,6 +775,7 @@ def train_many(
     backend: str | None = None,
     n_jobs: int | None = None,
     starts: Sequence[tuple[int, Params] | None] | None = None,
+    order_variant: str = "kept",
 ) -> list[TrainedModel]:
     """Train K models at once; model k takes exactly the steps of ``train(configs[k], ...)``.
 
@@ -766,6 +820,9 @@ def train_many(
         ``s`` (leave-one-out passes the full run's: a run without example i takes the same updates
         until the first batch that holds i); None starts from the initialisation. Put models with
         close ``s`` in the same chunk: a chunk skips only the updates that none of its models takes.
+    order_variant : {"kept", "redrawn", "fresh"}
+        How the models that leave out an example order the remaining ones
+        (:func:`retraining_order`).
 
     Returns
     -------
@@ -780,6 +837,7 @@ def train_many(
         such config by its position in ``configs``.
     """
     configs = list(configs)
+    check_order_variant(order_variant)
     _shared_hyperparameters(configs)
     model = _default_model() if model is None else model
     check_fits(model, init_params(model, configs[0].init_seed), data, "training")
@@ -798,7 +856,7 @@ def train_many(
     chunks = [
         (configs[first : first + chunk_size], excluded[first : first + chunk_size], data.x,
          data.y, model, device, subsets[first : first + chunk_size],
-         starts[first : first + chunk_size])
+         starts[first : first + chunk_size], order_variant)
         for first in range(0, len(configs), chunk_size)
     ]
     results: list[tuple[list[Params], str | None]] = []

@@ -28,6 +28,7 @@ from infcore.experiments import PERTURBATIONS
 from infcore.methods import METHODS
 from infcore.parallel import BACKENDS
 from infcore.profiles import PROFILES
+from infcore.training import ORDER_VARIANTS
 
 Rule = Callable[[str, Any], None]
 
@@ -85,6 +86,15 @@ def _integers(minimum: int, least: int) -> Rule:
         if len(items) < least or not all(_is_int(v) and v >= minimum for v in items):
             kind = "a non-empty list" if least == 1 else "a list"
             raise ParameterError(f"{name} must be {kind} of {what}; got {value!r}")
+    return rule
+
+
+def _integer_list(minimum: int) -> Rule:
+    def rule(name: str, value: Any) -> None:
+        if not isinstance(value, list) or not value or not all(_is_int(v) and v >= minimum
+                                                                for v in value):
+            raise ParameterError(f"{name} must be a non-empty list of integers >= {minimum}; "
+                                 f"got {value!r}")
     return rule
 
 
@@ -234,6 +244,41 @@ def _rethinking(p: Mapping[str, Any]) -> None:
     _at_most("top_k", p["top_k"], p["cnn_n_train"], "the training examples")
 
 
+def _dampings(name: str, value: Any) -> None:
+    from infcore.causes import parse_damping
+
+    items = _distinct(name, value, "damping specs")
+    if not items:
+        raise ParameterError(f"{name} must be a non-empty list of damping specs; got {value!r}")
+    for item in items:
+        try:
+            parse_damping(item)
+        except ValueError as error:
+            raise ParameterError(f"{name}: {error}") from None
+
+
+def _why_they_differ(p: Mapping[str, Any]) -> None:
+    _mnist_fits(p["n_train"], p["n_test"])
+    if len(p["long_epochs"]) != len(p["long_loo_seeds"]):
+        raise ParameterError(f"long_loo_seeds must give one seed count per entry of long_epochs; "
+                             f"got {p['long_epochs']!r} and {p['long_loo_seeds']!r}")
+    if any(e <= p["epochs"] for e in p["long_epochs"]):
+        raise ParameterError(f"long_epochs must all exceed epochs={p['epochs']}; got "
+                             f"{p['long_epochs']!r}")
+    for count in p["long_loo_seeds"]:
+        if count != 0 and not 2 <= count <= len(p["seeds"]):
+            raise ParameterError(f"long_loo_seeds must be 0 (no leave-one-out) or lie in [2, "
+                                 f"len(seeds)={len(p['seeds'])}] (a pair of runs at least); got "
+                                 f"{p['long_loo_seeds']!r}")
+    if not 2 <= p["variant_seeds"] <= len(p["seeds"]):
+        raise ParameterError(f"variant_seeds must lie in [2, len(seeds)={len(p['seeds'])}]; got "
+                             f"{p['variant_seeds']!r}")
+    if p["noise_chunk"] == p["chunk_size"]:
+        raise ParameterError(f"noise_chunk must differ from chunk_size={p['chunk_size']}: the "
+                             "noise floor compares two batchings of the same retrainings")
+    _at_most("target_columns", p["target_columns"], p["n_train"], "the training examples")
+
+
 def _nothing(p: Mapping[str, Any]) -> None:
     """Pages whose parameters are independent of each other."""
 
@@ -273,6 +318,13 @@ PAGES: dict[str, tuple[dict[str, Rule], Callable[[Mapping[str, Any]], None]]] = 
                        "lds_output": _one_of(["margin", "loss"]), "flip_fraction": _fraction,
                        "flip_seed": _integer(0), "mislabel_models": _integer(1),
                        "costly_models": _integer(1)}, _yardsticks),
+    "07_why_they_differ": ({**{k: _SWEEP_RULES[k] for k in (
+        "profile", "n_train", "n_test", "data_seed", "epochs", "lr", "weight_decay", "device",
+        "chunk_size", "results_dir", "paper_results")},
+        "seeds": _integers(0, least=2), "long_epochs": _integers(1, least=1),
+        "long_loo_seeds": _integer_list(0), "variant_seeds": _integer(2), "noise_chunk": _integer(1), "dampings": _dampings,
+        "joint_orders": _names(ORDER_VARIANTS), "target_columns": _integer(2),
+        "target_steps": _integer(1)}, _why_they_differ),
     "06_paper_scale": ({"results_path": _text("a folder path", optional=False)}, _nothing),
     "09_your_model": ({"n_train": _integer(2), "n_test": _integer(1), "data_seed": _integer(0),
                        "hidden": _integer(1), "steps": _integer(1), "lr": _number(positive=True),

@@ -246,3 +246,60 @@ def influence_function(
                                loss=trained.loss).double()
     solved = torch.cholesky_solve(g_train.T, factor)  # (P, n_train)
     return (g_test @ solved).numpy()
+
+
+def gauss_newton(
+    model: nn.Module,
+    params: Params,
+    data: Split,
+    weight_decay: float,
+    *,
+    chunk_size: int = 100,
+) -> torch.Tensor:
+    """Gauss-Newton matrix of the mean cross-entropy on ``data`` + ``weight_decay * I``.
+
+    ``G = mean_j J_j^T H_j J_j + weight_decay * I``, where ``J_j`` is the Jacobian of the logits of
+    example ``j`` with respect to the parameters and ``H_j = diag(p_j) - p_j p_j^T`` the Hessian of
+    the cross-entropy with respect to those logits (``p_j`` the softmax). It is the Hessian without
+    the terms of the network's own curvature, so it is positive semi-definite (positive definite
+    with weight decay), the curvature that Bae et al. (2022) use.
+
+    Parameters
+    ----------
+    model : nn.Module
+    params : dict of str to Tensor
+        Weights at which it is taken (their dtype and device set the result's).
+    data : Split of n examples
+    weight_decay : float
+        Coefficient of the L2 term, >= 0.
+    chunk_size : int
+        Examples whose Jacobians are formed at once, >= 1.
+
+    Returns
+    -------
+    Tensor of shape (P, P), symmetric, rows and columns in the order of ``params``
+    """
+    if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or not (
+            math.isfinite(weight_decay) and weight_decay >= 0):
+        raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
+    check_chunk_size(chunk_size)
+    fixed = {name: p.detach() for name, p in params.items()}
+    names = list(fixed)
+
+    def logits_of(flat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        pieces = flat.split([fixed[k].numel() for k in names])
+        weights = {k: v.reshape(fixed[k].shape) for k, v in zip(names, pieces)}
+        return torch.func.functional_call(model, weights, (x.unsqueeze(0),))[0]
+
+    flat = torch.cat([fixed[k].reshape(-1) for k in names])
+    result = torch.zeros(flat.numel(), flat.numel(), dtype=flat.dtype, device=flat.device)
+    for start in range(0, len(data), chunk_size):
+        x = data.x[start : start + chunk_size].to(flat.dtype)
+        jac = vmap(torch.func.jacrev(logits_of), in_dims=(None, 0))(flat, x)  # (b, C, P)
+        with torch.no_grad():
+            p = torch.func.functional_call(model, fixed, (x,)).softmax(dim=1)
+            out = torch.diag_embed(p) - p.unsqueeze(2) * p.unsqueeze(1)  # (b, C, C)
+            result += jac.flatten(0, 1).T @ (out @ jac).flatten(0, 1)
+    result = result / len(data) + weight_decay * torch.eye(len(flat), dtype=flat.dtype,
+                                                          device=flat.device)
+    return 0.5 * (result + result.T)

@@ -10,8 +10,8 @@ from tqdm import tqdm
 
 from infcore.data import Split
 from infcore.errors import MissingPartError
-from infcore.training import (TrainConfig, TrainedModel, epoch_order, first_epoch_states,
-                               float64_losses, test_loss, train_many)
+from infcore.training import (TrainConfig, TrainedModel, check_order_variant, epoch_order,
+                               first_epoch_states, float64_losses, test_loss, train_many)
 
 
 def leave_one_out(
@@ -94,8 +94,43 @@ def leave_one_out(
             "leave_one_out needs a model trained on all of `train`, but this one left out example "
             f"{trained.excluded}"
         )
+    retrained = retrain_without_each(trained, train, chunk_size=chunk_size, progress=progress,
+                                     device=device, backend=backend, n_jobs=n_jobs,
+                                     share_prefix=share_prefix)
+    test_losses = float64_losses(trained.model, test, loss=trained.loss)
+    with_all = test_losses(trained.params)
+    without = torch.empty(len(test), len(train), dtype=torch.float64)
+    for i, model in enumerate(retrained):
+        without[:, i] = test_losses(model.params)
+    return (without - with_all[:, None]).numpy()
+
+
+def retrain_without_each(
+    trained: TrainedModel,
+    train: Split,
+    *,
+    chunk_size: int = 64,
+    progress: bool = False,
+    device: str | torch.device = "cpu",
+    backend: str | None = None,
+    n_jobs: int | None = None,
+    share_prefix: bool = True,
+    order_variant: str = "kept",
+) -> list[TrainedModel]:
+    """The retrainings of :func:`leave_one_out`: ``trained.config`` without each training example.
+
+    With the kept order (``order_variant="kept"``) and ``share_prefix``, each retraining starts at
+    the first batch that holds its example, from the full run's weights, and the retrainings are
+    chunked in the order of that batch; other orders (:func:`infcore.training.retraining_order`)
+    differ from the full run from the first update, so they start from the initialisation.
+
+    Returns
+    -------
+    list of n_train TrainedModel: entry ``i`` leaves out example ``i``
+    """
+    check_order_variant(order_variant)
     config, n = trained.config, len(train)
-    if share_prefix:
+    if share_prefix and order_variant == "kept":
         first = first_batches(config, n)
         states = first_epoch_states(config, train, int(first.max()), model=trained.model,
                                     device=device)
@@ -103,24 +138,13 @@ def leave_one_out(
         starts = [(int(first[i]), states[int(first[i])]) for i in order]
     else:
         order, starts = list(range(n)), None
-    retrained = train_many(
-        [config] * n,
-        train,
-        model=trained.model,
-        exclude=order,
-        device=device,
-        chunk_size=chunk_size,
-        progress=progress,
-        backend=backend,
-        n_jobs=n_jobs,
-        starts=starts,
-    )
-    test_losses = float64_losses(trained.model, test, loss=trained.loss)
-    with_all = test_losses(trained.params)
-    without = torch.empty(len(test), n, dtype=torch.float64)
+    retrained = train_many([config] * n, train, model=trained.model, exclude=order, device=device,
+                           chunk_size=chunk_size, progress=progress, backend=backend,
+                           n_jobs=n_jobs, starts=starts, order_variant=order_variant)
+    by_example: list[TrainedModel | None] = [None] * n
     for i, model in zip(order, retrained):
-        without[:, i] = test_losses(model.params)
-    return (without - with_all[:, None]).numpy()
+        by_example[i] = model
+    return by_example
 
 
 def first_batches(config: TrainConfig, n: int) -> torch.Tensor:
