@@ -106,6 +106,109 @@ if at_scale is not None:
     base_rows = scale["causes_rows"].query("cause == 'baseline'").set_index("method").pearson
 
 # %% [markdown]
+# ### What the evidence says
+#
+# **Numerical precision is not the cause.** Between initialisations, leave-one-out correlates at
+# {glue:text}`s_f32:.3f` when its loss differences are taken in float32 and at
+# {glue:text}`s_f64:.3f` in float64, from the same retrainings. It agrees with a copy of itself
+# whose retrainings were only batched otherwise at {glue:text}`s_noise:.3f`: float32 rounding
+# leaves room for far more agreement than our value, let alone the paper's.
+#
+# **The order of the remaining examples is.** Retrained in another order, the scores of one and
+# the same model agree with ours at only {glue:text}`s_redrawn_same:.3f` (re-drawn order) and
+# {glue:text}`s_fresh_same:.3f` (a fresh order): removing one of the training images changes a
+# test loss far less than visiting the others in another order does, so such scores mostly
+# measure the order. Whether two initialisations then agree depends on whether their orders are
+# related. Under page 2's protocol, the same order seed for every initialisation, they are, and
+# the scores agree at {glue:text}`s_redrawn:.3f` (re-drawn) and {glue:text}`s_fresh:.3f` (fresh).
+# With one seed for the initialisation and the order, as a script gets that calls
+# `torch.manual_seed(seed)` and shuffles with a `DataLoader`, they are not: leave-one-out then
+# correlates at {glue:text}`s_redrawn_joint:.3f` (re-drawn) and {glue:text}`s_fresh_joint:.3f`
+# (fresh) between initialisations, against the paper's {glue:text}`paper_loo:.3f`.
+#
+# **Nothing else we tried moves leave-one-out**: {glue:text}`s_e20_loo:.3f` after 20 epochs;
+# warm-start leave-one-out and the PBRF correlate at {glue:text}`s_warm:.3f` and
+# {glue:text}`s_pbrf:.3f` between initialisations (ours, on the same training examples:
+# {glue:text}`s_cols:.3f`).
+#
+# **No candidate reproduces the paper's influence-function number.** The closest is a damping just
+# above the smallest that works: at 1.01 times it, influence functions correlate at
+# {glue:text}`s_crit:.3f` between initialisations (the verdict threshold is
+# {glue:text}`s_if_half:.3f`), and there a 10% larger damping gives scores that correlate at
+# {glue:text}`s_crit_sens:.3f` with the first, the paper's "small change of damping" effect, where
+# our automatic damping keeps {glue:text}`s_auto_sens:.3f`. Longer training
+# ({glue:text}`s_e20_if:.3f` after 20 epochs, {glue:text}`s_e50_if:.3f` after 50) and the
+# Gauss-Newton matrix ({glue:text}`s_ggn:.3f`) do not move it either, and with our damping the
+# weight-decay term cancels exactly. Influence functions with the Gauss-Newton matrix agree
+# better with the PBRF ({glue:text}`s_pbrf_ggn:.3f`) than with our leave-one-out
+# ({glue:text}`s_loo_ggn:.3f`) on the same examples, as {cite:t}`bae2022influence` lead one to
+# expect.
+#
+# In short, the paper's leave-one-out number is what our leave-one-out becomes when every
+# retraining is shuffled anew with a seed tied to the initialisation; leave-one-out then measures
+# the shuffle, not the example, and its instability says nothing about influence. Its
+# influence-function number is reproduced by none of the candidates tested here.
+
+# %% tags=["remove-cell"]
+if at_scale is not None:
+    rows7 = scale["causes_rows"]
+    damping7 = scale["causes_damping"].set_index("damping")
+    epochs7 = scale["causes_epochs"].set_index(["epochs", "method"]).pearson
+    targets7 = scale["causes_targets"].set_index(["target", "compared with"]).pearson
+    numbers = {
+        "s_f32": causes.value(rows7, "1. loss precision", "float32"),
+        "s_f64": causes.value(rows7, "1. loss precision", "float64"),
+        "s_noise": causes.value(rows7, "3. noise floor", "same seeds", measured="agreement with itself"),
+        "s_redrawn_same": causes.value(rows7, "2. order of the rest", "order re-drawn",
+                                       measured="agreement with ours, same model"),
+        "s_fresh_same": causes.value(rows7, "2. order of the rest", "a fresh order",
+                                     measured="agreement with ours, same model"),
+        "s_redrawn": causes.value(rows7, "2. order of the rest", "order re-drawn over n-1 (DataLoader)"),
+        "s_fresh": causes.value(rows7, "2. order of the rest", "a fresh order per retraining"),
+        "s_redrawn_joint": causes.value(rows7, "2. order of the rest",
+                                        "order re-drawn over n-1 (DataLoader), one seed"),
+        "s_fresh_joint": causes.value(rows7, "2. order of the rest",
+                                      "a fresh order per retraining, one seed"),
+        "s_e20_loo": float(epochs7[(20, LOO)]), "s_e20_if": float(epochs7[(20, IF)]),
+        "s_e50_if": float(epochs7[(50, IF)]),
+        "s_warm": causes.value(rows7, "5. other targets", "warm-start", method="warm_start"),
+        "s_pbrf": causes.value(rows7, "5. other targets", "PBRF", method="pbrf"),
+        "s_cols": causes.value(rows7, "5. other targets", "ours"),
+        "s_crit": float(damping7.stability_pearson["critical*1.01"]),
+        "s_crit_sens": float(damping7.sensitivity_pearson["critical*1.01"]),
+        "s_auto_sens": float(damping7.sensitivity_pearson["auto"]),
+        "s_if_half": causes.halfway(float(base_rows[IF]), causes.PAPER[IF]["pearson"]),
+        "s_ggn": causes.value(rows7, "7. curvature", "gauss-newton with", method=IF),
+        "s_pbrf_ggn": float(targets7[[t for t in targets7.index if t[0].startswith("PBRF")
+                                      and t[1] == "IF, Gauss-Newton"][0]]),
+        "s_loo_ggn": float(targets7[("leave-one-out (ours)", "IF, Gauss-Newton")]),
+    }
+    for name, number in numbers.items():
+        glue(name, number, display=False)
+    # The prose above words what the paper-scale run found; a run that finds otherwise must
+    # reword it.
+    loo_half = causes.halfway(float(base_rows[LOO]), causes.PAPER[LOO]["pearson"])
+    if_verdicts = scale_summary.verdict.str.contains("IF: " + causes.MOVES, regex=False)
+    prose = {
+        "float32 changes leave-one-out's stability by < 0.05":
+            abs(numbers["s_f32"] - numbers["s_f64"]) < 0.05,
+        "the noise floor is far above our value": numbers["s_noise"] > 0.99,
+        "another order: the same model's scores agree little with ours":
+            max(numbers["s_redrawn_same"], numbers["s_fresh_same"]) < 0.3,
+        "same order seed: the variants do not move": min(numbers["s_redrawn"], numbers["s_fresh"]) > loo_half,
+        "one seed: both variants move": max(numbers["s_redrawn_joint"], numbers["s_fresh_joint"]) <= loo_half,
+        "20 epochs does not move leave-one-out": numbers["s_e20_loo"] > loo_half,
+        "warm start and PBRF do not move": min(numbers["s_warm"], numbers["s_pbrf"]) > loo_half,
+        "no influence-function change moves": not if_verdicts.any(),
+        "damping near the critical value is the least stable point":
+            numbers["s_crit"] < float(base_rows[IF]) and numbers["s_crit_sens"] < numbers["s_auto_sens"],
+        "Gauss-Newton IF agrees better with the PBRF than with LOO":
+            numbers["s_pbrf_ggn"] > numbers["s_loo_ggn"],
+    }
+    wrong = [text for text, holds in prose.items() if not holds]
+    assert not wrong, f"the prose of this page does not describe these results: {wrong}"
+
+# %% [markdown]
 # The details behind each row, and what each figure shows, follow in the live part of the page,
 # which runs the same functions at the book's profile. The three figures of the paper-scale study:
 #
