@@ -126,10 +126,15 @@ if at_scale is not None:
 # correlates at {glue:text}`s_redrawn_joint:.3f` (re-drawn) and {glue:text}`s_fresh_joint:.3f`
 # (fresh) between initialisations, against the paper's {glue:text}`paper_loo:.3f`.
 #
-# **Nothing else we tried moves leave-one-out**: {glue:text}`s_e20_loo:.3f` after 20 epochs;
-# warm-start leave-one-out and the PBRF correlate at {glue:text}`s_warm:.3f` and
-# {glue:text}`s_pbrf:.3f` between initialisations (ours, on the same training examples:
-# {glue:text}`s_cols:.3f`).
+# **Nothing else we tried moves leave-one-out**: it correlates at {glue:text}`s_e20_loo:.3f`
+# after 20 epochs. The two other targets, warm-start leave-one-out and the PBRF, are the most
+# stable scores on this page ({glue:text}`s_warm:.3f` and {glue:text}`s_pbrf:.3f` between
+# initialisations; ours, on the same training examples: {glue:text}`s_cols:.3f`). They agree with
+# influence functions ({glue:text}`s_warm_if:.3f` and {glue:text}`s_pbrf_if:.3f`, exact Hessian)
+# far better than leave-one-out from scratch does ({glue:text}`s_loo_if:.3f`), and hardly with
+# leave-one-out itself ({glue:text}`s_warm_loo:.3f` and {glue:text}`s_pbrf_loo:.3f`): what
+# influence functions approximate is the response of the trained network, not a retraining from
+# scratch, as {cite:t}`bae2022influence` argue.
 #
 # **No candidate reproduces the paper's influence-function number.** The closest is a damping just
 # above the smallest that works: at 1.01 times it, influence functions correlate at
@@ -139,10 +144,7 @@ if at_scale is not None:
 # our automatic damping keeps {glue:text}`s_auto_sens:.3f`. Longer training
 # ({glue:text}`s_e20_if:.3f` after 20 epochs, {glue:text}`s_e50_if:.3f` after 50) and the
 # Gauss-Newton matrix ({glue:text}`s_ggn:.3f`) do not move it either, and with our damping the
-# weight-decay term cancels exactly. Influence functions with the Gauss-Newton matrix agree
-# better with the PBRF ({glue:text}`s_pbrf_ggn:.3f`) than with our leave-one-out
-# ({glue:text}`s_loo_ggn:.3f`) on the same examples, as {cite:t}`bae2022influence` lead one to
-# expect.
+# weight-decay term cancels exactly.
 #
 # In short, the paper's leave-one-out number is what our leave-one-out becomes when every
 # retraining is shuffled anew with a seed tied to the initialisation; leave-one-out then measures
@@ -179,10 +181,13 @@ if at_scale is not None:
         "s_auto_sens": float(damping7.sensitivity_pearson["auto"]),
         "s_if_half": causes.halfway(float(base_rows[IF]), causes.PAPER[IF]["pearson"]),
         "s_ggn": causes.value(rows7, "7. curvature", "gauss-newton with", method=IF),
-        "s_pbrf_ggn": float(targets7[[t for t in targets7.index if t[0].startswith("PBRF")
-                                      and t[1] == "IF, Gauss-Newton"][0]]),
-        "s_loo_ggn": float(targets7[("leave-one-out (ours)", "IF, Gauss-Newton")]),
     }
+    for name, target in (("warm", "warm-start"), ("pbrf", "PBRF")):
+        row = [t for t in targets7.index if t[0].startswith(target)]
+        numbers[f"s_{name}_if"] = float(targets7[[t for t in row if t[1] == "IF, Hessian"][0]])
+        numbers[f"s_{name}_loo"] = float(targets7[[t for t in row
+                                                   if t[1] == "leave-one-out (ours)"][0]])
+    numbers["s_loo_if"] = float(targets7[("leave-one-out (ours)", "IF, Hessian")])
     for name, number in numbers.items():
         glue(name, number, display=False)
     # The prose above words what the paper-scale run found; a run that finds otherwise must
@@ -202,8 +207,10 @@ if at_scale is not None:
         "no influence-function change moves": not if_verdicts.any(),
         "damping near the critical value is the least stable point":
             numbers["s_crit"] < float(base_rows[IF]) and numbers["s_crit_sens"] < numbers["s_auto_sens"],
-        "Gauss-Newton IF agrees better with the PBRF than with LOO":
-            numbers["s_pbrf_ggn"] > numbers["s_loo_ggn"],
+        "both targets agree with IF better than leave-one-out does":
+            min(numbers["s_warm_if"], numbers["s_pbrf_if"]) > numbers["s_loo_if"],
+        "both targets hardly agree with leave-one-out":
+            max(numbers["s_warm_loo"], numbers["s_pbrf_loo"]) < 0.3,
     }
     wrong = [text for text, holds in prose.items() if not holds]
     assert not wrong, f"the prose of this page does not describe these results: {wrong}"
