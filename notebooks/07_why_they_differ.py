@@ -82,7 +82,11 @@ glue("paper_if", causes.PAPER[IF]["pearson"], display=False)
 # 800 / 200 MNIST images, network, seeds and cached models as page 2, whose leave-one-out and
 # influence-function scores it reuses as the baseline. `LOO` and `IF` are Pearson correlations
 # averaged over test examples and over pairs of runs; a blank means the change does not apply to
-# that method.
+# that method. Each leave-one-out variant costs one full leave-one-out matrix per seed, so at this
+# scale the variants of candidates 1 to 3 use the first {glue:text}`s_variant_seeds` seeds and
+# leave-one-out after the longest training the first {glue:text}`s_long_seeds`; the one-seed
+# protocol of candidate 2 uses all of them (the `n_pairs` of the tables below say how many pairs
+# each number averages).
 
 # %% tolerance="correlation"
 try:
@@ -94,6 +98,8 @@ if at_scale is not None:
     scale = at_scale.tables
     scale_summary = causes.summary(scale["causes_rows"])
     glue("paper_label", at_scale.label, display=False)
+    glue("s_variant_seeds", at_scale.parameters["variant_seeds"], display=False)
+    glue("s_long_seeds", at_scale.parameters["long_loo_seeds"][-1], display=False)
     display(scale_summary.round(3))
 
 # %% [markdown]
