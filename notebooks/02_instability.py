@@ -166,6 +166,9 @@ for method in ["influence_function", "leave_one_out", "tracin_ideal"]:
 #   epochs at batch size 1, so it inherits every difference between two training paths. The paper
 #   also finds it far less stable than TracInCP.
 #
+# {doc}`07_why_they_differ` tests each candidate reason for the first two differences at this
+# scale, one change at a time, with a computed verdict.
+#
 # Two numbers from the same run qualify the paper's two least stable methods. Influence functions depend
 # on the damping: raising it from {glue:text}`p_damping_low:.3f` to
 # {glue:text}`p_damping_high:.3f` on one model changes its scores to a per-row Pearson

@@ -82,7 +82,11 @@ glue("paper_if", causes.PAPER[IF]["pearson"], display=False)
 # 800 / 200 MNIST images, network, seeds and cached models as page 2, whose leave-one-out and
 # influence-function scores it reuses as the baseline. `LOO` and `IF` are Pearson correlations
 # averaged over test examples and over pairs of runs; a blank means the change does not apply to
-# that method.
+# that method. Each leave-one-out variant costs one full leave-one-out matrix per seed, so at this
+# scale the variants of candidates 1 to 3 use the first {glue:text}`s_variant_seeds` seeds and
+# leave-one-out after the longest training the first {glue:text}`s_long_seeds`; the one-seed
+# protocol of candidate 2 uses all of them (the `n_pairs` of the tables below say how many pairs
+# each number averages).
 
 # %% tolerance="correlation"
 try:
@@ -94,6 +98,8 @@ if at_scale is not None:
     scale = at_scale.tables
     scale_summary = causes.summary(scale["causes_rows"])
     glue("paper_label", at_scale.label, display=False)
+    glue("s_variant_seeds", at_scale.parameters["variant_seeds"], display=False)
+    glue("s_long_seeds", at_scale.parameters["long_loo_seeds"][-1], display=False)
     display(scale_summary.round(3))
 
 # %% [markdown]
@@ -104,6 +110,121 @@ if at_scale is not None:
 if at_scale is not None:
     display(Markdown(causes.closing_note(scale_summary)))
     base_rows = scale["causes_rows"].query("cause == 'baseline'").set_index("method").pearson
+
+# %% [markdown]
+# ### What the evidence says
+#
+# **Numerical precision is not the cause.** Between initialisations, leave-one-out correlates at
+# {glue:text}`s_f32:.3f` when its loss differences are taken in float32 and at
+# {glue:text}`s_f64:.3f` in float64, from the same retrainings. It agrees with a copy of itself
+# whose retrainings were only batched otherwise at {glue:text}`s_noise:.3f`: float32 rounding
+# leaves room for far more agreement than our value, let alone the paper's.
+#
+# **The order of the remaining examples is.** Retrained in another order, the scores of one and
+# the same model agree with ours at only {glue:text}`s_redrawn_same:.3f` (re-drawn order) and
+# {glue:text}`s_fresh_same:.3f` (a fresh order): removing one of the training images changes a
+# test loss far less than visiting the others in another order does, so such scores mostly
+# measure the order. Whether two initialisations then agree depends on whether their orders are
+# related. Under page 2's protocol, the same order seed for every initialisation, they are, and
+# the scores agree at {glue:text}`s_redrawn:.3f` (re-drawn) and {glue:text}`s_fresh:.3f` (fresh).
+# With one seed for the initialisation and the order, as a script gets that calls
+# `torch.manual_seed(seed)` and shuffles with a `DataLoader`, they are not: leave-one-out then
+# correlates at {glue:text}`s_redrawn_joint:.3f` (re-drawn) and {glue:text}`s_fresh_joint:.3f`
+# (fresh) between initialisations, against the paper's {glue:text}`paper_loo:.3f`.
+#
+# **Longer training moves leave-one-out part of the way**: it correlates at
+# {glue:text}`s_e20_loo:.3f` after 20 epochs and at {glue:text}`s_e50_loo:.3f` after 50, on the
+# single pair of seeds we could afford there (one pair is too few to say how far); the training
+# objective barely changes between the two. The two other targets, warm-start leave-one-out and the PBRF, are the most
+# stable scores on this page ({glue:text}`s_warm:.3f` and {glue:text}`s_pbrf:.3f` between
+# initialisations; ours, on the same training examples: {glue:text}`s_cols:.3f`). They agree with
+# influence functions ({glue:text}`s_warm_if:.3f` and {glue:text}`s_pbrf_if:.3f`, exact Hessian)
+# far better than leave-one-out from scratch does ({glue:text}`s_loo_if:.3f`), and hardly with
+# leave-one-out itself ({glue:text}`s_warm_loo:.3f` and {glue:text}`s_pbrf_loo:.3f`): what
+# influence functions approximate is the response of the trained network, not a retraining from
+# scratch, as {cite:t}`bae2022influence` argue.
+#
+# **No candidate reproduces the paper's influence-function number.** The closest is a damping just
+# above the smallest that works: at 1.01 times it, influence functions correlate at
+# {glue:text}`s_crit:.3f` between initialisations (the verdict threshold is
+# {glue:text}`s_if_half:.3f`), and there a 10% larger damping gives scores that correlate at
+# {glue:text}`s_crit_sens:.3f` with the first, the paper's "small change of damping" effect, where
+# our automatic damping keeps {glue:text}`s_auto_sens:.3f`. Longer training
+# ({glue:text}`s_e20_if:.3f` after 20 epochs, {glue:text}`s_e50_if:.3f` after 50) and the
+# Gauss-Newton matrix ({glue:text}`s_ggn:.3f`) do not move it either, and with our damping the
+# weight-decay term cancels exactly.
+#
+# In short, the paper's leave-one-out number is what our leave-one-out becomes when every
+# retraining is shuffled anew with a seed tied to the initialisation; leave-one-out then measures
+# the shuffle, not the example, and its instability says nothing about influence. Much longer
+# training also lowers its stability, on the one pair we measured. Its
+# influence-function number is reproduced by none of the candidates tested here.
+
+# %% tags=["remove-cell"]
+if at_scale is not None:
+    rows7 = scale["causes_rows"]
+    damping7 = scale["causes_damping"].set_index("damping")
+    epochs7 = scale["causes_epochs"].set_index(["epochs", "method"]).pearson
+    targets7 = scale["causes_targets"].set_index(["target", "compared with"]).pearson
+    numbers = {
+        "s_f32": causes.value(rows7, "1. loss precision", "float32"),
+        "s_f64": causes.value(rows7, "1. loss precision", "float64"),
+        "s_noise": causes.value(rows7, "3. noise floor", "same seeds", measured="agreement with itself"),
+        "s_redrawn_same": causes.value(rows7, "2. order of the rest", "order re-drawn",
+                                       measured="agreement with ours, same model"),
+        "s_fresh_same": causes.value(rows7, "2. order of the rest", "a fresh order",
+                                     measured="agreement with ours, same model"),
+        "s_redrawn": causes.value(rows7, "2. order of the rest", "order re-drawn over n-1 (DataLoader)"),
+        "s_fresh": causes.value(rows7, "2. order of the rest", "a fresh order per retraining"),
+        "s_redrawn_joint": causes.value(rows7, "2. order of the rest",
+                                        "order re-drawn over n-1 (DataLoader), one seed"),
+        "s_fresh_joint": causes.value(rows7, "2. order of the rest",
+                                      "a fresh order per retraining, one seed"),
+        "s_e20_loo": float(epochs7[(20, LOO)]), "s_e20_if": float(epochs7[(20, IF)]),
+        "s_e50_if": float(epochs7[(50, IF)]),
+        "s_e50_loo": float(epochs7.get((50, LOO), float("nan"))),
+        "s_warm": causes.value(rows7, "5. other targets", "warm-start", method="warm_start"),
+        "s_pbrf": causes.value(rows7, "5. other targets", "PBRF", method="pbrf"),
+        "s_cols": causes.value(rows7, "5. other targets", "ours"),
+        "s_crit": float(damping7.stability_pearson["critical*1.01"]),
+        "s_crit_sens": float(damping7.sensitivity_pearson["critical*1.01"]),
+        "s_auto_sens": float(damping7.sensitivity_pearson["auto"]),
+        "s_if_half": causes.halfway(float(base_rows[IF]), causes.PAPER[IF]["pearson"]),
+        "s_ggn": causes.value(rows7, "7. curvature", "gauss-newton with", method=IF),
+    }
+    for name, target in (("warm", "warm-start"), ("pbrf", "PBRF")):
+        row = [t for t in targets7.index if t[0].startswith(target)]
+        numbers[f"s_{name}_if"] = float(targets7[[t for t in row if t[1] == "IF, Hessian"][0]])
+        numbers[f"s_{name}_loo"] = float(targets7[[t for t in row
+                                                   if t[1] == "leave-one-out (ours)"][0]])
+    numbers["s_loo_if"] = float(targets7[("leave-one-out (ours)", "IF, Hessian")])
+    for name, number in numbers.items():
+        glue(name, number, display=False)
+    # The prose above words what the paper-scale run found; a run that finds otherwise must
+    # reword it.
+    loo_half = causes.halfway(float(base_rows[LOO]), causes.PAPER[LOO]["pearson"])
+    if_verdicts = scale_summary.verdict.str.contains("IF: " + causes.MOVES, regex=False)
+    prose = {
+        "float32 changes leave-one-out's stability by < 0.05":
+            abs(numbers["s_f32"] - numbers["s_f64"]) < 0.05,
+        "the noise floor is far above our value": numbers["s_noise"] > 0.99,
+        "another order: the same model's scores agree little with ours":
+            max(numbers["s_redrawn_same"], numbers["s_fresh_same"]) < 0.3,
+        "same order seed: the variants do not move": min(numbers["s_redrawn"], numbers["s_fresh"]) > loo_half,
+        "one seed: both variants move": max(numbers["s_redrawn_joint"], numbers["s_fresh_joint"]) <= loo_half,
+        "20 epochs does not move leave-one-out": numbers["s_e20_loo"] > loo_half,
+        "50 epochs makes leave-one-out less stable than 20": numbers["s_e50_loo"] < numbers["s_e20_loo"],
+        "warm start and PBRF do not move": min(numbers["s_warm"], numbers["s_pbrf"]) > loo_half,
+        "no influence-function change moves": not if_verdicts.any(),
+        "damping near the critical value is the least stable point":
+            numbers["s_crit"] < float(base_rows[IF]) and numbers["s_crit_sens"] < numbers["s_auto_sens"],
+        "both targets agree with IF better than leave-one-out does":
+            min(numbers["s_warm_if"], numbers["s_pbrf_if"]) > numbers["s_loo_if"],
+        "both targets hardly agree with leave-one-out":
+            max(numbers["s_warm_loo"], numbers["s_pbrf_loo"]) < 0.3,
+    }
+    wrong = [text for text, holds in prose.items() if not holds]
+    assert not wrong, f"the prose of this page does not describe these results: {wrong}"
 
 # %% [markdown]
 # The details behind each row, and what each figure shows, follow in the live part of the page,

@@ -952,3 +952,12 @@ def order_diagnostics(experiment: Experiment, configs: Sequence[TrainConfig]) ->
         rows.append({"order": variant, "correlation_with_index": float(np.mean(trend)),
                      "median_abs_score": float(np.median([np.median(np.abs(s)) for s in scores]))})
     return pd.DataFrame(rows)
+
+
+def value(rows: pd.DataFrame, cause: str, change: str, method: str = LOO,
+          measured: str = BETWEEN, metric: str = "pearson") -> float:
+    """One number of the causes table (rows of the functions above): the ``metric`` of the row
+    whose cause, change (its beginning), method and measure are these; nan if there is none."""
+    hit = rows[(rows.cause == cause) & rows.change.str.startswith(change) & (rows.method == method)
+               & (rows.measured == measured)]
+    return float(hit[metric].iloc[0]) if len(hit) else float("nan")
