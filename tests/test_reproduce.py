@@ -98,6 +98,22 @@ def test_numbers_within_their_kind_pass_and_beyond_fail():
     assert [(n.label, n.ref, n.new) for n in beyond] == [("pearson", 0.7, 0.71)]
 
 
+def test_a_tables_plain_text_twin_passes_a_number_that_one_of_its_kinds_allows():
+    # magnitude (0.1% relative) is tighter than correlation (0.005) near 0.5 and looser near 50:
+    # the twin, whose numbers carry no column, must pass both moves and fail one that neither allows
+    spec = {"default": "correlation", "loss": "magnitude"}
+    ref = pd.DataFrame({"pearson": [0.500], "loss": [50.00]})
+    moved = pd.DataFrame({"pearson": [0.503], "loss": [50.04]})
+    numbers = compare_outputs([_table(ref)], [_table(moved)], spec)
+    assert all(n.within for n in numbers)
+    plain = [n for n in numbers if "text/plain" in n.where]
+    assert {n.ref: n.kind for n in plain if n.ref} == {0.5: "correlation", 50.0: "magnitude"}
+    beyond = pd.DataFrame({"pearson": [0.510], "loss": [50.00]})
+    plain = [n for n in compare_outputs([_table(ref)], [_table(beyond)], spec)
+             if "text/plain" in n.where]
+    assert [(n.ref, n.new) for n in plain if not n.within] == [(0.5, 0.51)]
+
+
 def test_a_changed_word_or_verdict_is_a_mismatch():
     ref = [_stdout("[mnist] LOO least stable: holds\n  (pearson 0.149)\n")]
     new = [_stdout("[mnist] LOO least stable: does NOT hold\n  (pearson 0.149)\n")]

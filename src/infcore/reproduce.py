@@ -226,7 +226,9 @@ def _text(value: Any) -> str:
     return "".join(value) if isinstance(value, list) else str(value)
 
 
-def _pairs(where: str, label: Any, kind: str, ref: str, new: str) -> list[Number]:
+def _pairs(where: str, label: Any, kind: str | tuple[str, ...], ref: str, new: str) -> list[Number]:
+    """The numbers of two texts that differ only in their numbers; with several kinds, each
+    number is judged by the first kind that allows it (the first kind if none does)."""
     ref_skeleton, ref_numbers = split_numbers(ref)
     new_skeleton, new_numbers = split_numbers(new)
     if ref_skeleton != new_skeleton or len(ref_numbers) != len(new_numbers):
@@ -237,7 +239,9 @@ def _pairs(where: str, label: Any, kind: str, ref: str, new: str) -> list[Number
                        f"  committed: ...{ref_skeleton[start:first + 200]}\n"
                        f"  new:       ...{new_skeleton[start:first + 200]}")
     name = label if isinstance(label, str) else "/".join(label)
-    return [Number(where, name, kind, a, b) for a, b in zip(ref_numbers, new_numbers)]
+    kinds = (kind,) if isinstance(kind, str) else kind
+    return [Number(where, name, next((k for k in kinds if KINDS[k].allows(a, b)), kinds[0]), a, b)
+            for a, b in zip(ref_numbers, new_numbers)]
 
 
 def pixel_difference(ref_png: str, new_png: str) -> float:
@@ -333,23 +337,20 @@ def compare_outputs(
                 if glue:
                     kind = kind_of(glue, spec)
                 elif field == "text/plain" and "text/html" in ref:  # a table's plain-text twin
-                    kind = _loosest(spec)
+                    kind = _cell_kinds(spec)
                 else:  # printed lines
                     kind = kind_of("", spec)
                 numbers += _pairs(place, glue or field, kind, sanitize(a), sanitize(b))
     return numbers
 
 
-def _loosest(spec: str | Mapping[str, str] | None) -> str:
-    """The loosest of a cell's kinds, for the plain-text twin of a table, whose numbers are
-    checked column by column, each with its own kind, in the HTML twin."""
+def _cell_kinds(spec: str | Mapping[str, str] | None) -> tuple[str, ...]:
+    """Every kind of a cell, for the plain-text twin of a table, whose numbers are checked column
+    by column, each with its own kind, in the HTML twin: a number of the twin passes when one of
+    them allows it (no kind is looser than another for every value: 0.1% of 0.5 is below 0.005)."""
     if spec is None or isinstance(spec, str):
-        return kind_of("", spec)
-    if "default" in spec and len(set(spec.values())) == 1:
-        return spec["default"]
-    order = ["exact", "correlation", "magnitude", "percent", "noise"]
-    kinds = [kind_of(k, spec) for k in spec]
-    return max(kinds, key=lambda k: order.index(k) if k in order else len(order))
+        return (kind_of("", spec),)
+    return tuple(dict.fromkeys(kind_of(k, spec) for k in spec))
 
 
 def compare_notebooks(ref_path: Path, new_path: Path) -> list[Number]:
