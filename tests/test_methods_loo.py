@@ -1,5 +1,7 @@
 """Leave-one-out with the batched trainer against one sequential retraining per example."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -8,7 +10,8 @@ from infcore.methods.loo import first_batches, leave_one_out, rounding_noise
 import torch
 from torch.func import functional_call
 
-from infcore.training import TrainConfig, epoch_order, train
+from infcore.methods.tracin import tracin_ideal
+from infcore.training import TrainConfig, epoch_order, train, train_many
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +45,18 @@ def test_leave_one_out_needs_a_model_trained_on_everything(task):
     partial = train(trained.config, train_split, exclude=2)
     with pytest.raises(ValueError, match="left out example 2"):
         leave_one_out(partial, train_split, test_split)
+
+
+def test_replaying_methods_refuse_a_model_trained_on_a_subset(task):
+    trained, train_split, test_split = task
+    keep = np.ones(len(train_split), dtype=bool)
+    keep[::2] = False
+    subset_model = train_many([trained.config], train_split, keep=[keep])[0]
+    with pytest.raises(ValueError, match="subset of 10 of its 20 examples"):
+        leave_one_out(subset_model, train_split, test_split)
+    ideal = train_many([replace(trained.config, batch_size=1)], train_split, keep=[keep])[0]
+    with pytest.raises(ValueError, match="subset of 10 of its 20 examples"):
+        tracin_ideal(ideal, train_split, test_split)
 
 
 def test_rounding_noise_is_tiny_against_leave_one_out(task):

@@ -75,6 +75,8 @@ def leave_one_out(
     ------
     MissingPartError
         When ``trained`` has no config and no ``retrain`` is given.
+    ValueError
+        When ``trained`` left out an example or was trained on a subset of ``train``.
     """
     if retrain is not None:
         with_all = test_loss(trained, test)
@@ -93,6 +95,12 @@ def leave_one_out(
         raise ValueError(
             "leave_one_out needs a model trained on all of `train`, but this one left out example "
             f"{trained.excluded}"
+        )
+    if trained.kept is not None:
+        raise ValueError(
+            "leave_one_out needs a model trained on all of `train`, but this one was trained on a "
+            f"subset of {int(trained.kept.sum())} of its {len(trained.kept)} examples "
+            "(train_many with keep=)"
         )
     retrained = retrain_without_each(trained, train, chunk_size=chunk_size, progress=progress,
                                      device=device, backend=backend, n_jobs=n_jobs,

@@ -76,7 +76,8 @@ def tracin_ideal(
     Raises
     ------
     ValueError
-        When the batch size is not 1, or the replay does not end at ``trained.params`` (the model
+        When the batch size is not 1, the model was trained on a subset of ``train``
+        (``train_many`` with ``keep``), or the replay does not end at ``trained.params`` (the model
         was not trained on ``train`` with its configuration).
     MissingPartError
         When ``trained`` was not trained by :mod:`infcore.training` (no ``config`` to replay).
@@ -86,6 +87,12 @@ def tracin_ideal(
             "tracin_ideal replays the training step by step with infcore.training.train, so it "
             "needs a model trained by infcore (trained.config); a model trained by your own loop "
             "cannot be replayed: use tracin_cp with its checkpoints instead"
+        )
+    if trained.kept is not None:
+        raise ValueError(
+            "tracin_ideal replays the training on all of `train`, but this model was trained on a "
+            f"subset of {int(trained.kept.sum())} of its {len(trained.kept)} examples "
+            "(train_many with keep=)"
         )
     if trained.config.batch_size != 1:
         raise ValueError(
