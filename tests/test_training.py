@@ -459,3 +459,19 @@ def test_float64_losses_of_a_fixed_set_equal_the_module_in_float64(mnist01, smal
         reference = F.cross_entropy(logits, test_split.y, reduction="none")
     torch.testing.assert_close(training.float64_losses(mlp, test_split)(params), reference,
                                rtol=1e-12, atol=1e-300)
+
+
+@pytest.mark.parametrize("architecture", ["small_cnn", "other"])
+def test_stacked_logits_equal_each_models_own_forward(architecture):
+    # oracle: torch's modules, one model at a time (the SmallCNN path is a hand-written batched
+    # forward; any other architecture goes through vmap)
+    model = SmallCNN() if architecture == "small_cnn" else nn.Sequential(
+        nn.Flatten(), nn.Linear(784, 7), nn.Tanh(), nn.Linear(7, 2))
+    states = [init_params(model, seed) for seed in range(3)]
+    stacked = {k: torch.stack([s[k] for s in states]) for k in states[0]}
+    xb = torch.rand(5, 3, 1, 28, 28, generator=torch.Generator().manual_seed(7))
+    logits = training.stacked_logits(model, stacked, xb)
+    assert logits.shape == (3, 5, 2)
+    for k, state in enumerate(states):
+        expected = torch.func.functional_call(model, state, (xb[:, k],))
+        torch.testing.assert_close(logits[k], expected, rtol=0, atol=1e-5)

@@ -46,7 +46,7 @@ from infcore.methods.loo import retrain_without_each
 from infcore.training import (
     TrainConfig,
     TrainedModel,
-    _stacked_logits,
+    stacked_logits,
     accuracy,
     check_order_variant,
     float64_losses,
@@ -215,7 +215,7 @@ def response_scores(
             grads = [torch.zeros_like(p) for p in leaves.values()]
             for s in range(0, n, example_chunk):
                 xb = x[s : s + example_chunk]
-                logits = _stacked_logits(model, leaves, xb.unsqueeze(1).expand(-1, k, *xb.shape[1:]))
+                logits = stacked_logits(model, leaves, xb.unsqueeze(1).expand(-1, k, *xb.shape[1:]))
                 if target == "warm_start":
                     losses = F.cross_entropy(logits.flatten(0, 1), y[s : s + example_chunk].repeat(k),
                                              reduction="none").view(k, -1)
@@ -229,7 +229,7 @@ def response_scores(
             if target == "pbrf" and len(own):
                 # the removed example's own loss, each model on its own example
                 mine = {name: p[own_rows] for name, p in leaves.items()}
-                logits = _stacked_logits(model, mine, x[own].unsqueeze(0))
+                logits = stacked_logits(model, mine, x[own].unsqueeze(0))
                 removed = F.cross_entropy(logits.flatten(0, 1), y[own], reduction="sum") / n
                 for g, d in zip(grads, torch.autograd.grad(-removed, list(leaves.values()))):
                     g += d

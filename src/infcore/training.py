@@ -556,7 +556,7 @@ def _small_cnn_stacked_logits(params: Params, xb: torch.Tensor) -> torch.Tensor:
     return torch.bmm(h, params["fc2.weight"].transpose(1, 2))
 
 
-def _stacked_logits(model: nn.Module, params: Params, xb: torch.Tensor) -> torch.Tensor:
+def stacked_logits(model: nn.Module, params: Params, xb: torch.Tensor) -> torch.Tensor:
     """Logits of K stacked models, each on its own batch.
 
     Parameters
@@ -599,7 +599,7 @@ def _stacked_step(
     """
     k_models = len(on)
     leaves = {name: p.detach().requires_grad_() for name, p in params.items()}
-    logits = _stacked_logits(model, leaves, x[batch.T])
+    logits = stacked_logits(model, leaves, x[batch.T])
     losses = F.cross_entropy(logits.flatten(0, 1), y[batch].flatten(), reduction="none")
     weighted = losses * w.flatten()
     # Models are independent, so the gradient of the sum of their mean batch losses with
@@ -723,7 +723,7 @@ def _train_chunk(
                 problems[k] = f"diverged: {problem} in epoch {epoch + 1} of {epochs}"
     leaves = {name: p.detach().requires_grad_() for name, p in params.items()}
     probe_x = x[:_PROBE].unsqueeze(1).expand(-1, k_models, *x.shape[1:])
-    logits = _stacked_logits(model, leaves, probe_x)
+    logits = stacked_logits(model, leaves, probe_x)
     probe = F.cross_entropy(logits.flatten(0, 1), y[:_PROBE].repeat(k_models), reduction="sum")
     grads = torch.autograd.grad(probe, list(leaves.values()))
     gradient_size = sum(g.abs().flatten(1).sum(dim=1) for g in grads)
