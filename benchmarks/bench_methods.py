@@ -13,6 +13,11 @@
    resident memory of each (each in a fresh child process), and the largest difference of the
    scores relative to the largest score (captum's scores times n_train are infcore's, see
    ``tests/captum_oracle.py``).
+4. TracInIdeal, one model: ``infcore.methods.tracin_ideal`` (every test loss after every SGD
+   step in float64 by ``training.float64_losses``: the first convolution as one matrix product
+   over patches extracted once, pooling as element-wise maxima) against the same replay with the
+   test losses of torch's float64 module forward (``training.losses_float64``); time ratio, the
+   share of the replay spent in the test losses, and the largest difference of the scores.
 
 Run: ``python benchmarks/bench_methods.py`` (a few minutes on a 2-core laptop).
 """
@@ -32,9 +37,11 @@ import torch
 from torch.func import grad, jvp, vmap
 
 from infcore.data import Split, load_mnist
-from infcore.methods import hessian, influence_function, tracin_cp
+from infcore.methods import hessian, influence_function, tracin_cp, tracin_ideal
+from infcore.methods import tracin as tracin_module
 from infcore.methods.influence import smallest_working_damping
-from infcore.training import TrainConfig, TrainedModel, per_example_loss, train
+from infcore.training import (TrainConfig, TrainedModel, float64_losses, losses_float64,
+                              per_example_loss, train)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from captum_oracle import captum_influence, captum_tracin_cp  # noqa: E402  (the tests' references)
@@ -163,6 +170,48 @@ def bench_influence(n_train: int, n_test: int, epochs: int) -> None:
           f"|score| = {np.abs(ours - theirs).max() / np.abs(theirs).max():.2g}")
 
 
+def bench_tracin_ideal(n_train: int, n_test: int, epochs: int, repeats: int) -> None:
+    train_split, test_split = load_mnist(n_train=n_train, n_test=n_test, seed=0)
+    trained = train(TrainConfig(epochs=epochs, batch_size=1, lr=0.01), train_split)
+    spent = {"fast": 0.0, "module": 0.0}
+
+    def timed(which, make):
+        def factory(model, data, *, loss):
+            losses = make(model, data, loss)
+
+            def evaluate(params):
+                start = time.perf_counter()
+                out = losses(params)
+                spent[which] += time.perf_counter() - start
+                return out
+            return evaluate
+        return factory
+
+    paths = {"fast": timed("fast", lambda m, d, loss: float64_losses(m, d, loss=loss)),
+             "module": timed("module", lambda m, d, loss: (
+                 lambda p: losses_float64(m, p, d.x, d.y, loss=loss)))}
+    seconds = {name: [] for name in paths}
+    scores = {}
+    try:
+        for _ in range(repeats):  # interleaved, best of each
+            for name, factory in paths.items():
+                tracin_module.float64_losses = factory
+                spent[name] = 0.0
+                start = time.perf_counter()
+                scores[name] = tracin_ideal(trained, train_split, test_split)
+                seconds[name].append((time.perf_counter() - start, spent[name]))
+    finally:
+        tracin_module.float64_losses = float64_losses
+    fast, module = min(seconds["fast"]), min(seconds["module"])
+    print(f"TracInIdeal, one model, {n_train} train x {n_test} test, {epochs} epoch(s) at batch "
+          f"size 1 ({n_train * epochs} steps), best of {repeats}")
+    print(f"  float64_losses (patches, maxima)   {fast[0]:7.2f} s, {fast[1] / fast[0]:.0%} in test losses")
+    print(f"  float64 module forward             {module[0]:7.2f} s, {module[1] / module[0]:.0%} in test losses")
+    difference = np.abs(scores["fast"] - scores["module"]).max() / np.abs(scores["module"]).max()
+    print(f"  ratio: {module[0] / fast[0]:.2f}x; max |difference| relative to max |score| = "
+          f"{difference:.2g}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-train", type=int, default=800)
@@ -174,12 +223,21 @@ def main() -> None:
     parser.add_argument("--influence-n-train", type=int, default=200,
                         help="training images of the influence-function comparison (captum's "
                              "naive Hessian takes minutes at 200)")
+    parser.add_argument("--ideal-epochs", type=int, default=1,
+                        help="epochs of the TracInIdeal comparison (its cost is linear in them)")
+    parser.add_argument("--only", choices=["tracin_cp", "hessian", "influence", "tracin_ideal"],
+                        nargs="*", help="run only these comparisons")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    bench_tracin(args.n_train, args.n_test, args.epochs, args.repeats)
-    bench_hessian(args.hessian_sizes, args.epochs, args.chunk_size)
-    bench_influence(args.influence_n_train, args.n_test, args.epochs)
-
+    chosen = args.only or ["tracin_cp", "hessian", "influence", "tracin_ideal"]
+    if "tracin_cp" in chosen:
+        bench_tracin(args.n_train, args.n_test, args.epochs, args.repeats)
+    if "hessian" in chosen:
+        bench_hessian(args.hessian_sizes, args.epochs, args.chunk_size)
+    if "influence" in chosen:
+        bench_influence(args.influence_n_train, args.n_test, args.epochs)
+    if "tracin_ideal" in chosen:
+        bench_tracin_ideal(args.n_train, args.n_test, args.ideal_epochs, args.repeats)
 
 if __name__ == "__main__":
     main()

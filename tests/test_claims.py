@@ -154,3 +154,30 @@ def test_a_new_claim_is_one_registry_entry(monkeypatch):
     found = claims.findings({"paper's numbers": claims.paper_tables()})
     assert found.iloc[-1].tolist() == ["Grad-Cos is the most stable method. (§3)", "holds",
                                        "paper: holds; ours: not run"]
+
+
+def test_beyond_the_tables_answers_from_saved_runs_and_says_not_run(tmp_path):
+    from infcore import results
+
+    # a hand-made causes table: one change crosses halfway to the paper's LOO, one does not
+    rows = pd.DataFrame([
+        {"cause": "baseline", "change": "", "method": "leave_one_out", "measured": "between initialisations", "pearson": 0.6},
+        {"cause": "baseline", "change": "", "method": "influence_function", "measured": "between initialisations", "pearson": 0.6},
+        {"cause": "2. order", "change": "fresh", "method": "leave_one_out", "measured": "between initialisations", "pearson": 0.1},
+        {"cause": "4. epochs", "change": "50", "method": "leave_one_out", "measured": "between initialisations", "pearson": 0.5}])
+    table = pd.DataFrame({"method": list("abc") * 2, "n_models": [1] * 3 + [5] * 3,
+                          "loo_pearson": [0.1, 0.2, 0.3] * 2, "lds": [0.1, 0.2, 0.3, 0.3, 0.2, 0.1],
+                          "auprc": [0.1, 0.2, 0.3] * 2})
+    full, empty = tmp_path / "full", tmp_path / "empty"
+    results.save_tables(full, {"causes_rows": rows, "yardsticks_table": table})
+    sizes = {"n_train": 3, "n_test": 2}
+    for page, parameters in (("07_why_they_differ", sizes), ("08_yardsticks", {**sizes, "table_sizes": [1, 5]})):
+        results.record_notebook(full, page, {"parameters": parameters}, {"profile": "paper"})
+    results.record_notebook(empty, "02_instability", {"parameters": {}}, {"profile": "paper"})
+    found = claims.beyond_the_tables({"run": full, "other": empty})
+    assert list(found.columns) == ["question", "run", "other"]
+    assert (found.other == "not run").all()
+    assert found.run[0] == "2. order: fresh"
+    assert found.run[1] == ("no: loo_pearson and lds disagree at 5 model(s); "
+                            "lds and auprc disagree at 5 model(s)")
+    assert found.run[2] == "averaging over 5 models raises the LDS of 1 of 3 methods (a 0.100 to 0.300)"

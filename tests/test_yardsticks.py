@@ -11,7 +11,8 @@ from infcore.cache import Cache
 from infcore.datamodels import draw_subsets, linear_datamodeling_score, subset_outputs
 from infcore.experiments import Experiment, Task, model_sets
 from infcore.training import TrainConfig
-from infcore.yardsticks import attribution_yardsticks, loo_agreement, rank_agreement
+from infcore.yardsticks import (attribution_yardsticks, lds_gain_sentence, lds_gains, loo_agreement, rank_agreement,
+                                rank_sentence, rank_verdicts)
 
 
 def test_loo_agreement_compares_group_means():
@@ -48,6 +49,25 @@ def test_rank_agreement_verdicts():
     assert row.kendall == pytest.approx(stats.kendalltau(mixed.x, mixed.y).statistic)
     assert row.verdict == "partly"
     assert rank_agreement(mixed.head(2), ["x", "y"]).iloc[0].verdict == "too few methods"
+
+
+def test_rank_verdicts_per_size_and_in_words():
+    # at 1 model the three yardsticks order a-e alike; at 4 models lds reverses the order
+    table = pd.DataFrame({"method": list("abcde") * 2, "n_models": [1] * 5 + [4] * 5,
+                          "loo_pearson": [1, 2, 3, 4, 5.0] * 2,
+                          "lds": [1, 2, 3, 4, 5.0] + [5, 4, 3, 2, 1.0],
+                          "auprc": [0.1, 0.2, 0.3, 0.4, np.nan] * 2})
+    verdicts = rank_verdicts(table, [1, 4])
+    assert list(verdicts.n_models) == [1, 1, 1, 4, 4, 4]
+    assert (verdicts[verdicts.n_models == 1].verdict == "agree").all()
+    assert rank_sentence(verdicts[verdicts.n_models == 1]) == "yes: every pair of yardsticks agrees"
+    assert rank_sentence(verdicts) == ("no: loo_pearson and lds disagree at 4 model(s); "
+                                       "lds and auprc disagree at 4 model(s)")
+    gains = lds_gains(table).set_index("method")
+    assert gains.loc["a"].tolist() == [1.0, 5.0, 4, 4.0]
+    assert gains.loc["e", "gain"] == -4.0 and len(gains) == 5
+    assert lds_gain_sentence(table) == ("averaging over 4 models raises the LDS of 2 of 5 methods "
+                                        "(a 1.000 to 5.000, b 2.000 to 4.000)")
 
 
 def test_attribution_yardsticks_reuse_the_expected_influence_scores(tmp_path):

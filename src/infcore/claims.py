@@ -11,6 +11,9 @@ check, calibrated
     says so.
 findings
     The book's findings at a glance: one row per claim, a verdict per scale of evidence.
+beyond_the_tables
+    The answers of the two pages that go past the paper (why our Table 1 differs; the three
+    yardsticks), one column per run.
 table1_claims, table2_claims, figure3_claims, figure3_paper_claims, by_dataset, report
     The checks of each table (used by ``check``), and helpers to stack and print them.
 
@@ -348,3 +351,47 @@ def report(checks: pd.DataFrame) -> str:
     """One line per claim (``[dataset] claim: holds`` or ``does NOT hold``) and its numbers."""
     return "\n".join(f"[{row.dataset}] {row.claim}: {'holds' if row.holds else 'does NOT hold'}"
                      f"\n    ({row.detail})" for row in checks.itertuples())
+
+
+#: The questions of :func:`beyond_the_tables`: text, the page that answers it and its tables.
+BEYOND = [("Which single change moves our Table 1 to the paper's? (why Table 1 differs)",
+           "07_why_they_differ", ["causes_rows"]),
+          ("Do agreement with leave-one-out, the LDS and mislabel detection order the methods "
+           "alike? (three yardsticks)", "08_yardsticks", ["yardsticks_table"]),
+          ("Does averaging over models raise the LDS? (three yardsticks)", "08_yardsticks",
+           ["yardsticks_table"])]
+
+
+def beyond_the_tables(directories: Mapping[str, object]) -> pd.DataFrame:
+    """The answers of pages 7 and 8, one row per question of :data:`BEYOND`, one column per run.
+
+    Parameters
+    ----------
+    directories : mapping of column title to results folder
+        Folders written by ``runbook --results`` (:mod:`infcore.results`); a folder that does not
+        record a page answers its questions with ``not run``.
+
+    Returns
+    -------
+    DataFrame with columns question (with the page that answers it) and one per run
+    """
+    from infcore import causes, results, yardsticks  # they train models: imported when used
+
+    def answer(question: str, page: str, names: list[str], directory: object) -> str:
+        try:
+            section = results.load_section(directory, page, names, "run")
+        except FileNotFoundError:
+            return "not run"
+        if page == "07_why_they_differ":
+            movers = causes.moved(causes.summary(section.tables["causes_rows"]))
+            return "; ".join(movers) if movers else "no single change"
+        table = section.tables["yardsticks_table"]
+        if question.startswith("Do agreement"):
+            sizes = sorted({1, max(section.parameters["table_sizes"])})
+            return yardsticks.rank_sentence(yardsticks.rank_verdicts(table, sizes))
+        return yardsticks.lds_gain_sentence(table)
+
+    return pd.DataFrame([{"question": question,
+                          **{title: answer(question, page, names, directory)
+                             for title, directory in directories.items()}}
+                         for question, page, names in BEYOND])

@@ -924,8 +924,9 @@ def float64_losses(
 
     TracInIdeal evaluates every test loss after every SGD step. For :class:`SmallCNN` the first
     convolution, which takes most of a float64 forward pass, becomes one matrix product with the
-    5 x 5 patches of ``data``, extracted once (about 3x faster than float64 ``conv2d`` on a CPU);
-    other architectures call :func:`losses_float64`. The two agree to float64 rounding.
+    5 x 5 patches of ``data``, extracted once (about 3x faster than float64 ``conv2d`` on a CPU),
+    and the 2 x 2 max-pooling two element-wise maxima; other architectures call
+    :func:`losses_float64`. The two agree to float64 rounding.
 
     Parameters
     ----------
@@ -942,21 +943,29 @@ def float64_losses(
     if type(model) is not SmallCNN:
         return lambda params: losses_float64(model, params, data.x, data.y, loss=loss)
     n, side = len(data), data.x.shape[-1] - 4
-    # (n * side * side, 25): row (j, p) holds the patch of image j at output position p
-    patches = F.unfold(data.x.double(), 5).transpose(1, 2).reshape(-1, 25).contiguous()
+    # (n, 25, side * side): column p of image j holds its 5 x 5 patch at output position p
+    patches = F.unfold(data.x.double(), 5).contiguous()
 
     def losses(params: Params) -> torch.Tensor:
         p = {k: v.double() for k, v in params.items()}
         with torch.no_grad():
-            h = torch.addmm(p["conv1.bias"], patches, p["conv1.weight"].flatten(1).T)
-            # (n, channels, side, side) in the channels-last layout, which pooling takes as it is
-            h = h.view(n, side, side, -1).permute(0, 3, 1, 2)
-            h = F.relu(F.max_pool2d(h, 2))  # the rest as SmallCNN.forward
-            h = F.relu(F.max_pool2d(F.conv2d(h, p["conv2.weight"], p["conv2.bias"]), 2))
+            h = torch.matmul(p["conv1.weight"].flatten(1), patches).view(n, -1, side, side)
+            # a bias per channel commutes with the maximum: added to a quarter of the values
+            h = F.relu(_max_pool_2x2(h) + p["conv1.bias"].view(1, -1, 1, 1))
+            h = F.relu(_max_pool_2x2(F.conv2d(h, p["conv2.weight"], p["conv2.bias"])))
             h = F.relu(F.linear(h.flatten(1), p["fc1.weight"], p["fc1.bias"]))
             return loss(F.linear(h, p["fc2.weight"]), data.y)
 
     return losses
+
+
+def _max_pool_2x2(h: torch.Tensor) -> torch.Tensor:
+    """``F.max_pool2d(h, 2)`` for even sides, as two element-wise maxima of strided views (in
+    float64 on a CPU about 4x faster than ``max_pool2d``, which also records the arg-max)."""
+    n, c, rows, cols = h.shape
+    windows = h.view(n, c, rows // 2, 2, cols // 2, 2)
+    pairs = torch.maximum(windows[:, :, :, 0], windows[:, :, :, 1])
+    return torch.maximum(pairs[..., 0], pairs[..., 1])
 
 
 def test_loss(trained: TrainedModel, data: Split) -> torch.Tensor:

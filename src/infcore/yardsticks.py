@@ -14,9 +14,11 @@ loo_agreement
     same models.
 attribution_yardsticks
     For each method and number of models averaged: LOO agreement and LDS.
-rank_agreement
+rank_agreement, rank_verdicts, rank_sentence
     Rank correlation between the orderings of the methods by each pair of yardsticks, with a
-    verdict.
+    verdict, at one or several numbers of models averaged, and that verdict in words.
+lds_gains, lds_gain_sentence
+    Each method's LDS with one model and with the most models averaged, and which rise, in words.
 """
 
 from __future__ import annotations
@@ -181,3 +183,51 @@ def side_by_side(attribution: pd.DataFrame, detection: pd.DataFrame) -> pd.DataF
     merged["method"] = merged.method.astype(str)
     return merged[["method", "n_models", "loo_pearson", "lds", "lds_low", "lds_high", "auprc",
                    "found_10", "found_20"]]
+
+
+def rank_verdicts(table: pd.DataFrame, sizes: Sequence[int]) -> pd.DataFrame:
+    """:func:`rank_agreement` of a :func:`side_by_side` table at each number of models in ``sizes``.
+
+    Returns
+    -------
+    DataFrame with the columns of :func:`rank_agreement` and n_models, one block per size
+    """
+    return pd.concat([rank_agreement(table[table.n_models == m]).assign(n_models=m)
+                      for m in sizes], ignore_index=True)
+
+
+def rank_sentence(verdicts: pd.DataFrame) -> str:
+    """Whether every pair of yardsticks orders the methods alike, in words (from
+    :func:`rank_verdicts`): ``yes: ...``, or ``no:`` with each pair that does not agree."""
+    if (verdicts.verdict == "agree").all():
+        return "yes: every pair of yardsticks agrees"
+    return "no: " + "; ".join(f"{r.first} and {r.second} {r.verdict} at {r.n_models} model(s)"
+                              for r in verdicts.itertuples() if r.verdict != "agree")
+
+
+def lds_gains(table: pd.DataFrame) -> pd.DataFrame:
+    """How much averaging over models raises each method's LDS (from a :func:`side_by_side`
+    table): its LDS with one model and with the most models averaged.
+
+    Returns
+    -------
+    DataFrame with columns method, lds_single, lds_expected, n_models (of the expected one),
+    gain (``lds_expected - lds_single``), one row per method with an LDS
+    """
+    rows = []
+    for method, group in table.dropna(subset=["lds"]).groupby("method", sort=False):
+        single, most = group.loc[group.n_models.idxmin()], group.loc[group.n_models.idxmax()]
+        rows.append({"method": method, "lds_single": float(single.lds),
+                     "lds_expected": float(most.lds), "n_models": int(most.n_models),
+                     "gain": float(most.lds - single.lds)})
+    return pd.DataFrame(rows)
+
+
+def lds_gain_sentence(table: pd.DataFrame, at_least: float = 0.01) -> str:
+    """Which methods' LDS averaging raises, in words (from a :func:`side_by_side` table; a gain
+    below ``at_least`` counts as none)."""
+    gains = lds_gains(table)
+    up = gains[gains.gain >= at_least]
+    listed = ", ".join(f"{r.method} {r.lds_single:.3f} to {r.lds_expected:.3f}" for r in up.itertuples())
+    return (f"averaging over {gains.n_models.max()} models raises the LDS of {len(up)} of "
+            f"{len(gains)} methods" + (f" ({listed})" if listed else ""))
