@@ -26,13 +26,14 @@
 # 1. **agreement with leave-one-out**: the mean over test examples of the Pearson correlation
 #    between a method's scores and the leave-one-out scores of the same models, the paper's
 #    yardstick;
-# 2. **the LDS**: for each test example, the Spearman correlation across random subsets (each of a
-#    fraction $\alpha$ of the training set) between the sum of the method's scores over the
-#    subset's members and the test margin of models trained on that subset, averaged over test
-#    examples;
+# 2. **the LDS**: for each test example, the Spearman correlation across random subsets of the
+#    training set (each holding a fraction $\alpha$ of it) between the sum of the method's scores
+#    over the subset's members (scores of models trained on all of it) and the test margin
+#    averaged over models trained on that subset with several seeds, then averaged over test
+#    examples (in this execution {glue:text}`lds_setup`);
 # 3. **mislabel detection**: the area under the precision-recall curve (AUPRC) when the training
-#    examples of label-flipped models are ranked by self-influence, and the share of the flipped
-#    labels among the top 10% and 20% inspected.
+#    examples of label-flipped models are ranked by self-influence, and the fraction of all
+#    flipped labels found in the top 10% and 20% of that ranking (a recall).
 #
 # Each is computed for single models and for expected scores averaged over several models, and the
 # question for the paper is whether the three rank the methods the same way. The LDS against the
@@ -89,7 +90,8 @@ import pandas as pd
 from IPython.display import display
 from myst_nb import glue
 
-from infcore import datamodels, experiments, mislabel, models, parallel, plots, results, validation
+from infcore import (datamodels, experiments, mislabel, models, parallel, plots, profiles, results,
+                     validation, yardsticks)
 from infcore.training import TrainConfig
 from infcore.yardsticks import (attribution_yardsticks, lds_gain_sentence, rank_sentence,
                                 rank_verdicts, side_by_side)
@@ -124,16 +126,23 @@ def show_ranks(table, shown):
 
 glue("model", models.describe(), display=False)
 glue("profile", profile, display=False)
+at_paper = profiles.profile_parameters("paper", "08_yardsticks")
+glue("paper_setup", f"{at_paper['n_train']} training and {at_paper['n_test']} test images, the "
+     f"{at_paper['n_models']} models of page 4's set A and their scores, {at_paper['n_subsets']} "
+     f"subsets of a fraction {at_paper.get('alpha', alpha)} of the training set with "
+     f"{at_paper['subset_seeds']} models each, and {at_paper['mislabel_models']} label-flipped "
+     f"models (leave-one-out self-influence on {at_paper['costly_models']} of them)", display=False)
 glue("live_label", live_label, display=False)
+glue("lds_setup", f"{n_subsets} subsets, alpha = {alpha}, {subset_seeds} seeds per subset",
+     display=False)
 
 # %% [markdown]
 # ## At the paper's scale
 #
 # The paper-scale run ({glue:text}`paper_state`) is made with
-# `python -m infcore.runbook --profile paper --results results/paper`: MNIST, 800 training and
-# 200 test images, the 20 models of page 4's set A and their scores, 100 subsets of half the
-# training set with 5 models each, and 20 label-flipped models (leave-one-out self-influence on
-# 3 of them). Columns: the number of models averaged; `LOO r` is the agreement
+# `python -m infcore.runbook --profile paper --results results/paper`: MNIST,
+# {glue:text}`paper_setup` (`src/infcore/profiles.py`). Columns: the number of models averaged;
+# `LOO r` is the agreement
 # with leave-one-out (empty for leave-one-out itself), `LDS` the linear datamodeling score and
 # `AUPRC` the mislabel detection (empty where the method has no informative self-influence, or
 # fewer scored models).
@@ -190,7 +199,7 @@ else:
 
 # %% [markdown]
 # At the paper's scale, do the yardsticks order the methods alike? {glue:text}`scale_rank_verdict`.
-# And under the LDS, {glue:text}`scale_gains`.
+# Under the LDS, {glue:text}`scale_gains`.
 
 # %% [markdown]
 # ## Re-run live, at the book's profile
@@ -198,7 +207,10 @@ else:
 # The live run is the {glue:text}`live_label`. This page was executed with the
 # {glue:text}`profile` profile (see the parameters above; `src/infcore/profiles.py` lists every
 # profile). First the subset models of the LDS, then the scores of set A (read from the cache when
-# page 4 computed them), then the label-flipped models.
+# page 4 computed them), then the label-flipped models. At this profile the models see 100
+# images for 5 epochs and stop far from a minimum (page 7's convergence table shows how far), so
+# the live numbers check that the code runs and what it measures; the evidence is the paper-scale
+# run above.
 
 # %% tags=["remove-stderr"]
 # progress bars go to stderr: hidden in the book; the tests compare stdout and results, not stderr
@@ -246,8 +258,9 @@ print(f"random scores: LDS {random_lds.mean:.3f} (95% bootstrap interval {random
       f"{random_lds.high:.3f})")
 
 # %% [markdown]
-# The LDS with its bootstrap interval (over test examples) and the shares of flipped labels found
-# in the top 10% and 20% of the self-influence ranking:
+# The LDS (the mean over the groups of models averaged; `lds_low` and `lds_high` bound the
+# bootstrap interval, over test examples, of the first group only) and the fractions of all
+# flipped labels found in the top 10% and 20% of the self-influence ranking:
 
 # %% tags=["hide-output"] tolerance={"default": "correlation", "found_10": "divergent", "found_20": "divergent"}
 display(table.set_index(["method", "n_models"])[["lds", "lds_low", "lds_high", "found_10",
@@ -258,15 +271,17 @@ display(table.set_index(["method", "n_models"])[["lds", "lds_low", "lds_high", "
 # {glue:text}`costly_models` of the {glue:text}`mislabel_models` label-flipped models (one
 # retraining per training example), so its row has no expected values beyond that. TracInIdeal's
 # self-influence needs no full matrix: one replay of each batch-size-1 training, crediting each
-# step's loss change of its own example to it. TracInIdeal's scores
-# come from its batch-size-1 models, which its agreement with leave-one-out compares with the
-# leave-one-out scores of the ordinary models of the same seeds, and its LDS with the same subset
-# models as every other method.
+# step's loss change of its own example to it. TracInIdeal's scores come from batch-size-1
+# models (learning rate {glue:text}`ideal_lr`), not the models every other method is scored on:
+# its `LOO r` compares them with the leave-one-out scores of those other models (of the same
+# seeds), and its LDS uses the same subset models as every other method, trained at the ordinary
+# batch size. Both can understate it.
 
 # %% tolerance="correlation"
 glue("degenerate_note", " ".join(f"{m}: {why}." for m, why in mislabel.DEGENERATE.items()),
      display=False)
 glue("costly_models", costly_models, display=False)
+glue("ideal_lr", ideal_lr, display=False)
 glue("mislabel_models", mislabel_models, display=False)
 accuracy = study.accuracy
 print(f"label-flipped models: clean test accuracy {accuracy.clean_test_accuracy.min():.3f} to "
@@ -279,10 +294,15 @@ print(f"label-flipped models: clean test accuracy {accuracy.clean_test_accuracy.
 #
 # For each pair of yardsticks: how many methods both judge, the Spearman and Kendall correlations
 # of their orderings, and whether both put the same method first. The orderings *agree* from a
-# Spearman correlation of 0.7 on, *disagree* below 0.3, and agree *partly* in between.
+# Spearman correlation of {glue:text}`agree_at` on, *disagree* below {glue:text}`disagree_below`,
+# and agree *partly* in between. With six or seven methods these verdicts describe the orderings;
+# they are not tests: only a Spearman correlation above about 0.8 to 0.9 would be unlikely by
+# chance with so few methods.
 
 # %% tolerance={"default": "correlation", "spearman": "divergent", "kendall": "divergent"}
 # a rank correlation over six methods moves in steps of about 0.03 to 0.1: one swap of two methods
+glue("agree_at", yardsticks.AGREE, display=False)
+glue("disagree_below", yardsticks.DISAGREE, display=False)
 glue("rank_verdict", show_ranks(table, table_sizes), display=False)
 glue("live_gains", lds_gain_sentence(table), display=False)
 
@@ -304,7 +324,7 @@ glue("live_gains", lds_gain_sentence(table), display=False)
 # ```
 
 # %% tags=["remove-input"]
-fig = plots.yardsticks_by_models(side_by_side(attribution, study.detection), title=live_label,
+fig = plots.yardsticks_by_models(table, title=live_label,
                                  chance_auprc=flip_fraction)
 glue("fig_yardsticks", fig, display=False)
 plt.close(fig)
@@ -314,7 +334,7 @@ curve = attribution.pivot(index="method", columns="n_models", values="lds")
 display(curve.reindex(methods).round(3).rename_axis(columns="LDS, models averaged"))
 
 # %% [markdown]
-# ## Published reference points
+# ## Relation to published benchmarks
 #
 # dattri {cite:p}`deng2024dattri` benchmarks the same three kinds of yardstick (leave-one-out
 # correlation, LDS, and noisy-label detection by AUC) on ten-class MNIST with 5,000 training and
@@ -328,8 +348,8 @@ display(curve.reindex(methods).round(3).rename_axis(columns="LDS, models average
 #
 # ## Cost
 #
-# Models trained by this run and the seconds each part took (cached parts cost nothing: a re-run
-# from the cache takes seconds).
+# The models behind each part (trained by this execution or read from the cache) and the seconds
+# this execution took for it: a re-run from the cache takes seconds.
 
 # %% tags=["nbval-ignore-output"]
 # seconds differ between runs and machines: not compared by the tests
@@ -351,8 +371,8 @@ glue("total_seconds", float(cost.seconds.sum()), display=False)
 
 # %% [markdown]
 # The model counts include the leave-one-out retrainings (one per training example and scored
-# model) and the batch-size-1 models of TracInIdeal. In all, {glue:text}`total_models` models in
-# {glue:text}`total_seconds:.0f` seconds.
+# model) and the batch-size-1 models of TracInIdeal. In all, {glue:text}`total_models` models
+# behind the page; this execution took {glue:text}`total_seconds:.0f` seconds.
 
 # %% tags=["remove-cell"]
 folder = results.destination(results_dir)  # results/quick in `make book`, or --results DIR

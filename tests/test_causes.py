@@ -401,10 +401,13 @@ def test_summary_puts_each_change_beside_ours_and_the_papers():
                          row("baseline", "ours", causes.IF, 0.65),
                          row("2. order", "fresh", causes.LOO, 0.05),
                          row("2. order", "fresh", causes.LOO, 0.9, "agreement with ours, same model"),
-                         row("6. damping", "1.0", causes.IF, 0.6)])
+                         row("6. damping", "1.0", causes.IF, 0.6),
+                         row("3. noise floor", "same seeds", causes.LOO, 0.01, "agreement with itself")])
     table = causes.summary(rows)
-    assert list(table.cause) == ["ours (baseline)", "the paper", "2. order", "6. damping"]
-    assert table.verdict.tolist()[2:] == [f"LOO: {causes.MOVES}", f"IF: {causes.DOES_NOT}"]
+    assert list(table.cause) == ["ours (baseline)", "the paper", "2. order", "6. damping",
+                                 "3. noise floor"]
+    # a value of agreement with itself, however low, is not judged against the paper's
+    assert table.verdict.tolist()[2:] == [f"LOO: {causes.MOVES}", f"IF: {causes.DOES_NOT}", ""]
     assert np.isnan(table.IF[2]) and np.isnan(table.LOO[3])
     note = causes.closing_note(table)
-    assert "Reproduces the paper's values: 2. order: fresh." in note
+    assert "Moves at least halfway to the paper's value: 2. order: fresh." in note

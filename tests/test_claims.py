@@ -167,7 +167,8 @@ def test_beyond_the_tables_answers_from_saved_runs_and_says_not_run(tmp_path):
         {"cause": "4. epochs", "change": "50", "method": "leave_one_out", "measured": "between initialisations", "pearson": 0.5}])
     table = pd.DataFrame({"method": list("abc") * 2, "n_models": [1] * 3 + [5] * 3,
                           "loo_pearson": [0.1, 0.2, 0.3] * 2, "lds": [0.1, 0.2, 0.3, 0.3, 0.2, 0.1],
-                          "auprc": [0.1, 0.2, 0.3] * 2})
+                          "auprc": [0.1, 0.2, 0.3] * 2, "lds_low": [0.0, 0.1, 0.2] * 2,
+                          "lds_high": [0.2, 0.3, 0.4] * 2})
     full, empty = tmp_path / "full", tmp_path / "empty"
     results.save_tables(full, {"causes_rows": rows, "yardsticks_table": table})
     sizes = {"n_train": 3, "n_test": 2}
@@ -178,6 +179,7 @@ def test_beyond_the_tables_answers_from_saved_runs_and_says_not_run(tmp_path):
     assert list(found.columns) == ["question", "run", "other"]
     assert (found.other == "not run").all()
     assert found.run[0] == "2. order: fresh"
-    assert found.run[1] == ("no: loo_pearson and lds disagree at 5 model(s); "
-                            "lds and auprc disagree at 5 model(s)")
-    assert found.run[2] == "averaging over 5 models raises the LDS of 1 of 3 methods (a 0.100 to 0.300)"
+    assert found.run[1] == ("no: agreement with leave-one-out and the LDS disagree at 5 models; "
+                            "the LDS and mislabel detection disagree at 5 models")
+    assert found.run[2] == ("averaging over 5 models raises the LDS by more than its bootstrap "
+                            "half-width for 1 of 3 methods (a 0.100 to 0.300)")

@@ -56,18 +56,22 @@ def test_rank_verdicts_per_size_and_in_words():
     table = pd.DataFrame({"method": list("abcde") * 2, "n_models": [1] * 5 + [4] * 5,
                           "loo_pearson": [1, 2, 3, 4, 5.0] * 2,
                           "lds": [1, 2, 3, 4, 5.0] + [5, 4, 3, 2, 1.0],
-                          "auprc": [0.1, 0.2, 0.3, 0.4, np.nan] * 2})
+                          "auprc": [0.1, 0.2, 0.3, 0.4, np.nan] * 2,
+                          "lds_low": [0.0, 0.0, 2.5, 3.9, 4.9] * 2,
+                          "lds_high": [2.0, 4.0, 3.5, 4.1, 5.1] * 2})
     verdicts = rank_verdicts(table, [1, 4])
     assert list(verdicts.n_models) == [1, 1, 1, 4, 4, 4]
     assert (verdicts[verdicts.n_models == 1].verdict == "agree").all()
     assert rank_sentence(verdicts[verdicts.n_models == 1]) == "yes: every pair of yardsticks agrees"
-    assert rank_sentence(verdicts) == ("no: loo_pearson and lds disagree at 4 model(s); "
-                                       "lds and auprc disagree at 4 model(s)")
+    assert rank_sentence(verdicts) == ("no: agreement with leave-one-out and the LDS disagree at "
+                                       "4 models; the LDS and mislabel detection disagree at 4 "
+                                       "models")
     gains = lds_gains(table).set_index("method")
-    assert gains.loc["a"].tolist() == [1.0, 5.0, 4, 4.0]
+    assert gains.loc["a"].tolist() == [1.0, 5.0, 4, 4.0, 1.0]
     assert gains.loc["e", "gain"] == -4.0 and len(gains) == 5
-    assert lds_gain_sentence(table) == ("averaging over 4 models raises the LDS of 2 of 5 methods "
-                                        "(a 1.000 to 5.000, b 2.000 to 4.000)")
+    # a gains 4 (half-width 1), b gains 2 (half-width 2: not more), c gains 0
+    assert lds_gain_sentence(table) == ("averaging over 4 models raises the LDS by more than its "
+                                        "bootstrap half-width for 1 of 5 methods (a 1.000 to 5.000)")
 
 
 def test_attribution_yardsticks_reuse_the_expected_influence_scores(tmp_path):

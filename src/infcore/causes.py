@@ -846,8 +846,9 @@ def summary(rows: pd.DataFrame) -> pd.DataFrame:
     -------
     DataFrame with columns cause, change, measured, LOO, IF (Pearson; nan where the change does
     not apply), verdict: for each method it changes, whether it moves that method's Pearson
-    correlation past :func:`halfway` from ours to the paper's. The first two rows are our
-    baseline and the paper.
+    correlation past :func:`halfway` from ours to the paper's (empty for a change measured by its
+    agreement with itself, a ceiling rather than a value between initialisations). The first two
+    rows are our baseline and the paper.
     """
     base = rows[rows.cause == "baseline"].set_index("method").pearson
     ours = {LOO: float(base[LOO]), IF: float(base[IF])}
@@ -860,8 +861,10 @@ def summary(rows: pd.DataFrame) -> pd.DataFrame:
         values = {LOO: np.nan, IF: np.nan}
         for _, row in group.iterrows():
             values[IF if row.method == IF else LOO] = float(row.pearson)
-        verdicts = [f"{'LOO' if m == LOO else 'IF'}: {verdict(values[m], ours[m], PAPER[m]['pearson'])}"
-                    for m in (LOO, IF) if not np.isnan(values[m])]
+        # agreement with itself is a ceiling, not a value between initialisations: not judged
+        verdicts = [] if measured != BETWEEN else [
+            f"{'LOO' if m == LOO else 'IF'}: {verdict(values[m], ours[m], PAPER[m]['pearson'])}"
+            for m in (LOO, IF) if not np.isnan(values[m])]
         table.append({"cause": cause, "change": change, "measured": measured, "LOO": values[LOO],
                       "IF": values[IF], "verdict": "; ".join(verdicts)})
     return pd.DataFrame(table)
@@ -927,11 +930,12 @@ def closing_note(table: pd.DataFrame) -> str:
         numbers = ", ".join(f"{name} {value:.3f}" for name, value in
                             (("leave-one-out", row.LOO), ("influence functions", row.IF))
                             if not np.isnan(value))
-        lines.append(f"- **{row.cause}**, {row.change} ({row.measured}): {numbers}; {row.verdict}.")
+        judged = f"; {row.verdict}" if row.verdict else " (a ceiling, not judged)"
+        lines.append(f"- **{row.cause}**, {row.change} ({row.measured}): {numbers}{judged}.")
     movers = moved(table)
     lines.append("")
-    lines.append("Reproduces the paper's values: " + ("; ".join(movers) if movers else
-                 "no single candidate") + ".")
+    lines.append("Moves at least halfway to the paper's value: " + ("; ".join(movers) if movers
+                 else "no single candidate") + ".")
     return "\n".join(lines)
 
 

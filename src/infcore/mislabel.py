@@ -142,8 +142,8 @@ def detection(ranking: ArrayLike, flipped: ArrayLike, inspected: Sequence[float]
     Returns
     -------
     dict with ``auprc`` (average precision, scikit-learn; chance is the flipped share) and, for
-    each share q of ``inspected``, ``found_q`` (e.g. ``found_10``): the share of the flipped
-    examples among the ``ceil(q * n)`` highest-ranked (chance is q).
+    each share q of ``inspected``, ``found_q`` (e.g. ``found_10``): the fraction of all flipped
+    examples that are among the ``ceil(q * n)`` highest-ranked, a recall (chance is q).
     """
     ranking = np.asarray(ranking, dtype=np.float64)
     flipped = np.asarray(flipped, dtype=bool)

@@ -196,13 +196,22 @@ def rank_verdicts(table: pd.DataFrame, sizes: Sequence[int]) -> pd.DataFrame:
                       for m in sizes], ignore_index=True)
 
 
+#: how :func:`rank_sentence` names the yardsticks
+NAMES = {"loo_pearson": "agreement with leave-one-out", "lds": "the LDS",
+         "auprc": "mislabel detection"}
+
+
 def rank_sentence(verdicts: pd.DataFrame) -> str:
     """Whether every pair of yardsticks orders the methods alike, in words (from
     :func:`rank_verdicts`): ``yes: ...``, or ``no:`` with each pair that does not agree."""
     if (verdicts.verdict == "agree").all():
         return "yes: every pair of yardsticks agrees"
-    return "no: " + "; ".join(f"{r.first} and {r.second} {r.verdict} at {r.n_models} model(s)"
-                              for r in verdicts.itertuples() if r.verdict != "agree")
+    words = {"partly": "agree only partly", "disagree": "disagree",
+             "too few methods": "judge too few methods in common"}
+    return "no: " + "; ".join(
+        f"{NAMES.get(r.first, r.first)} and {NAMES.get(r.second, r.second)} "
+        f"{words.get(r.verdict, r.verdict)} at {r.n_models} model{'s' if r.n_models > 1 else ''}"
+        for r in verdicts.itertuples() if r.verdict != "agree")
 
 
 def lds_gains(table: pd.DataFrame) -> pd.DataFrame:
@@ -212,22 +221,26 @@ def lds_gains(table: pd.DataFrame) -> pd.DataFrame:
     Returns
     -------
     DataFrame with columns method, lds_single, lds_expected, n_models (of the expected one),
-    gain (``lds_expected - lds_single``), one row per method with an LDS
+    gain (``lds_expected - lds_single``), half_width (half the bootstrap interval of the
+    single-model LDS, over test examples), one row per method with an LDS
     """
     rows = []
     for method, group in table.dropna(subset=["lds"]).groupby("method", sort=False):
         single, most = group.loc[group.n_models.idxmin()], group.loc[group.n_models.idxmax()]
         rows.append({"method": method, "lds_single": float(single.lds),
                      "lds_expected": float(most.lds), "n_models": int(most.n_models),
-                     "gain": float(most.lds - single.lds)})
+                     "gain": float(most.lds - single.lds),
+                     "half_width": float(single.lds_high - single.lds_low) / 2})
     return pd.DataFrame(rows)
 
 
-def lds_gain_sentence(table: pd.DataFrame, at_least: float = 0.01) -> str:
-    """Which methods' LDS averaging raises, in words (from a :func:`side_by_side` table; a gain
-    below ``at_least`` counts as none)."""
+def lds_gain_sentence(table: pd.DataFrame) -> str:
+    """Which methods' LDS averaging raises by more than the noise of the test sample, in words
+    (from a :func:`side_by_side` table): a gain counts when it exceeds the half-width of the
+    single model's bootstrap interval (:func:`lds_gains`)."""
     gains = lds_gains(table)
-    up = gains[gains.gain >= at_least]
+    up = gains[gains.gain > gains.half_width]
     listed = ", ".join(f"{r.method} {r.lds_single:.3f} to {r.lds_expected:.3f}" for r in up.itertuples())
-    return (f"averaging over {gains.n_models.max()} models raises the LDS of {len(up)} of "
-            f"{len(gains)} methods" + (f" ({listed})" if listed else ""))
+    return (f"averaging over {gains.n_models.max()} models raises the LDS by more than its "
+            f"bootstrap half-width for {len(up)} of {len(gains)} methods"
+            + (f" ({listed})" if listed else ""))
