@@ -12,6 +12,8 @@ from torch import nn
 from infcore.cache import Cache
 from infcore.data import Split
 from infcore.datamodels import (
+    SubsetOutputs,
+    lds_curve,
     draw_subsets,
     linear_datamodeling_score,
     margins,
@@ -167,3 +169,20 @@ def test_subset_outputs_are_cached(tmp_path):
     again = subset_outputs(experiment, base, subsets, n_seeds=2)
     np.testing.assert_array_equal(again.margin, first.margin)
     assert sorted(p.name for p in (tmp_path / "subset_outputs").iterdir()) == files
+
+
+def test_lds_curve_interval_is_that_of_the_mean_over_groups(convex):
+    _, _, scores, subsets, outputs = convex
+    # one good model and three of noise: the single-model LDS is their mean, far below the first
+    rng = np.random.default_rng(3)
+    per_model = [scores] + [rng.normal(size=scores.shape) for _ in range(3)]
+    wrapped = SubsetOutputs(subsets, outputs[:, None, :], -outputs[:, None, :], [])
+    single, whole = lds_curve(per_model, wrapped, [1, 4])
+    each = [linear_datamodeling_score(s, subsets, outputs) for s in per_model]
+    assert single["lds"] == pytest.approx(np.mean([e.mean for e in each]), abs=1e-12)
+    assert single["lds_max"] == pytest.approx(each[0].mean, abs=1e-12)
+    # the interval brackets the mean over groups (not the first group's LDS, outside it)
+    assert single["low"] <= single["lds"] <= single["high"] < each[0].mean
+    # one group: the interval is linear_datamodeling_score's own (same resampling seed)
+    alone = linear_datamodeling_score(np.mean(per_model, axis=0), subsets, outputs)
+    assert (whole["low"], whole["high"]) == pytest.approx((alone.low, alone.high), abs=1e-12)

@@ -37,6 +37,7 @@ rank correlation ignores.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -290,29 +291,42 @@ def linear_datamodeling_score(
 
 def lds_curve(
     per_model: Sequence[np.ndarray], outputs: SubsetOutputs, sizes: Sequence[int],
-    output: str = "margin",
+    output: str = "margin", *, n_bootstrap: int = 1000, level: float = 0.95, seed: int = 0,
 ) -> list[dict]:
     """LDS of expected scores over disjoint groups of m models, for each m in ``sizes``.
 
     The models are taken in order, ``len(per_model) // m`` groups of m; each group's expected
     scores (the mean of its members') get an LDS, and the rows report the mean over groups (for
-    m = 1: over the single models) with the lowest and highest group.
+    m = 1: over the single models) with the lowest and highest group, and a bootstrap interval of
+    that mean: the test examples are resampled (the same ones for every group) and the mean over
+    groups of each group's mean over the drawn examples is taken, ``n_bootstrap`` times.
 
     Returns
     -------
     list of dicts with n_models, n_groups, lds (mean over groups), lds_min, lds_max, and low and
-    high (the bootstrap interval of the first group)
+    high (the bootstrap percentile interval of ``lds`` at ``level``)
     """
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1); got {level!r}")
     subsets, target = outputs.subsets, outputs.target(output)
     rows = []
     for m in sizes:
         groups = [per_model[g * m:(g + 1) * m] for g in range(len(per_model) // m)]
         if not groups:
             raise ValueError(f"size {m} exceeds the {len(per_model)} models")
-        results = [linear_datamodeling_score(np.mean(group, axis=0), subsets, target)
+        results = [linear_datamodeling_score(np.mean(group, axis=0), subsets, target,
+                                             n_bootstrap=1)
                    for group in groups]
         values = [r.mean for r in results]
+        per_test = np.stack([r.per_test for r in results])  # (groups, n_test), nan if undefined
+        drawn = np.random.default_rng(seed).integers(0, per_test.shape[1],
+                                                     size=(n_bootstrap, per_test.shape[1]))
+        with warnings.catch_warnings():  # a resample of only undefined examples: nan, dropped
+            warnings.simplefilter("ignore", RuntimeWarning)
+            means = np.nanmean(np.nanmean(per_test[:, drawn], axis=2), axis=0)
+        tail = (1 - level) / 2
         rows.append({"n_models": m, "n_groups": len(groups), "lds": float(np.mean(values)),
                      "lds_min": float(np.min(values)), "lds_max": float(np.max(values)),
-                     "low": results[0].low, "high": results[0].high})
+                     "low": float(np.nanquantile(means, tail)),
+                     "high": float(np.nanquantile(means, 1 - tail))})
     return rows

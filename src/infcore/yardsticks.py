@@ -99,7 +99,7 @@ def attribution_yardsticks(
     -------
     DataFrame with columns method, n_models, loo_pearson, loo_spearman (nan for leave-one-out
     itself), lds, lds_min, lds_max (over groups), lds_low, lds_high (bootstrap interval of the
-    first group), n_groups
+    mean over groups, test examples resampled), n_groups
     """
     methods = check_methods(methods)
     options = options or {}
@@ -221,7 +221,7 @@ def lds_gains(table: pd.DataFrame) -> pd.DataFrame:
     Returns
     -------
     DataFrame with columns method, lds_single, lds_expected, n_models (of the expected one),
-    gain (``lds_expected - lds_single``), half_width (half the bootstrap interval of the
+    gain (``lds_expected - lds_single``), half_width (half the bootstrap interval of the mean
     single-model LDS, over test examples), one row per method with an LDS
     """
     rows = []
