@@ -225,9 +225,9 @@ if at_scale is not None:
         numbers[f"s_{order}_median"] = float(orders7.median_abs_score[order])
     numbers["s_redrawn_trend"] = float(orders7.correlation_with_index["redrawn"])
     # "auto" against the critical damping: the lowest and highest over models (critical*1.01 / 1.01)
-    for end in ("low", "high"):
-        numbers[f"s_auto_ratio_{end}"] = float(
-            damping7[f"damping_{end}"]["auto"] / (damping7[f"damping_{end}"]["critical*1.01"] / 1.01))
+    ratios = [float(damping7[f"damping_{end}"]["auto"] / (damping7[f"damping_{end}"]["critical*1.01"] / 1.01))
+              for end in ("low", "high")]
+    numbers["s_auto_ratio_low"], numbers["s_auto_ratio_high"] = min(ratios), max(ratios)
     for name, target in (("warm", "warm-start"), ("pbrf", "PBRF")):
         row = [t for t in targets7.index if t[0].startswith(target)]
         numbers[f"s_{name}_if"] = float(targets7[[t for t in row if t[1] == "IF, Hessian"][0]])
