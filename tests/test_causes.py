@@ -7,6 +7,7 @@ import ast
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -390,8 +391,6 @@ def test_the_page_refuses_bad_parameters(override, message):
 
 
 def test_summary_puts_each_change_beside_ours_and_the_papers():
-    import pandas as pd
-
     def row(cause, change, method, pearson, measured=causes.BETWEEN):
         return {"cause": cause, "change": change, "method": method, "measured": measured,
                 "pearson": pearson, "spearman": 0.0, "top_overlap": 0.0, "n_pairs": 1,
@@ -411,3 +410,14 @@ def test_summary_puts_each_change_beside_ours_and_the_papers():
     assert np.isnan(table.IF[2]) and np.isnan(table.LOO[3])
     note = causes.closing_note(table)
     assert "Moves at least halfway to the paper's value: 2. order: fresh." in note
+
+
+def test_damping_rows_count_the_pairs_of_models_and_skip_points_not_allowed():
+    curve = pd.DataFrame([
+        {"damping": "auto", "damping_low": 0.1, "damping_high": 0.2, "allowed": 4,
+         **{f"stability_{m}": 0.5 for m in ("pearson", "spearman", "top_overlap")}},
+        {"damping": "0.001", "damping_low": 0.001, "damping_high": 0.001, "allowed": 0,
+         **{f"stability_{m}": np.nan for m in ("pearson", "spearman", "top_overlap")}}])
+    rows = causes.damping_rows(curve)
+    assert len(rows) == 1 and rows.n_pairs.tolist() == [6]  # 4 models: 6 pairs
+    assert rows.change[0] == "damping auto (0.1 to 0.2)" and rows.pearson[0] == 0.5

@@ -903,7 +903,9 @@ def damping_rows(curve: pd.DataFrame) -> pd.DataFrame:
         metrics = {m: getattr(point, f"stability_{m}") for m in stability.METRICS}
         change = (f"damping {point.damping} ({point.damping_low:.3g} to {point.damping_high:.3g})"
                   if point.damping_low != point.damping_high else f"damping {point.damping}")
-        rows.append(_row("6. damping", change, IF, BETWEEN, {**metrics, "n_pairs": 0}))
+        # its metrics exist only when every model allows the damping: all pairs of them
+        pairs = int(point.allowed) * (int(point.allowed) - 1) // 2
+        rows.append(_row("6. damping", change, IF, BETWEEN, {**metrics, "n_pairs": pairs}))
     return pd.DataFrame(rows)
 
 
