@@ -339,7 +339,8 @@ if at_scale is not None:
 
 # %% tags=["remove-stderr"]
 task = experiments.Task(dataset="mnist", n_train=n_train, n_test=n_test, seed=data_seed)
-experiment = experiments.Experiment(task, device=device, chunk_size=chunk_size, progress=False)
+# the progress bars of long sweeps go to stderr: shown by the runbook, hidden in the book
+experiment = experiments.Experiment(task, device=device, chunk_size=chunk_size)
 timings, parts = {}, []
 with causes.timed(timings, "baseline, and the matrices of 6 and 7"):
     # every influence-function variant of the page at once: one Hessian per model

@@ -91,6 +91,7 @@ def loo_variants(
     order_variant: str = "kept",
     chunk_size: int = BASELINE_CHUNK,
     device: str | torch.device = "cpu",
+    progress: bool = False,
 ) -> dict[str, np.ndarray]:
     """Leave-one-out from one set of retrainings, with its losses in float64 and in float32.
 
@@ -99,7 +100,7 @@ def loo_variants(
     (:func:`infcore.training.retraining_order`), and the test losses of the same retrained
     weights are also evaluated in float32, as a plain implementation would. ``chunk_size`` sets
     how many retrainings share one batched computation: another value sums in another order, so
-    it changes the weights by float32 rounding only.
+    it changes the weights by float32 rounding only. ``progress`` shows a bar of the retrainings.
 
     Returns
     -------
@@ -109,7 +110,7 @@ def loo_variants(
     if trained.config is None or trained.excluded is not None:
         raise ValueError("loo_variants needs a model trained by infcore on all of `train`")
     retrained = retrain_without_each(trained, train, chunk_size=chunk_size, device=device,
-                                     order_variant=order_variant)
+                                     order_variant=order_variant, progress=progress)
 
     def float32_losses(model: TrainedModel) -> torch.Tensor:
         with torch.no_grad():
@@ -424,7 +425,7 @@ def loo_scores(
             model = experiment.models([config])[0]
             value, spent = _timed(lambda: loo_variants(
                 model, experiment.train, experiment.test, order_variant=order_variant,
-                chunk_size=chunk_size, device=experiment.device))
+                chunk_size=chunk_size, device=experiment.device, progress=experiment.progress))
             return {**{p: torch.from_numpy(v) for p, v in value.items()}, "seconds": spent}
 
         entry = experiment.cache.get_or_compute("loo_variant", key, compute)
