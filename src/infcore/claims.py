@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from infcore import paper
+from infcore import causes, paper, results, yardsticks
 
 LEAST_STABLE = ("leave_one_out", "influence_function")
 #: methods whose expected scores rank the poisoned group first in the paper's Figure 3, per dataset
@@ -353,13 +353,30 @@ def report(checks: pd.DataFrame) -> str:
                      f"\n    ({row.detail})" for row in checks.itertuples())
 
 
-#: The questions of :func:`beyond_the_tables`: text, the page that answers it and its tables.
-BEYOND = [("Which single change moves our Table 1 to the paper's? (why Table 1 differs)",
-           "07_why_they_differ", ["causes_rows"]),
-          ("Do agreement with leave-one-out, the LDS and mislabel detection order the methods "
-           "alike? (three yardsticks)", "08_yardsticks", ["yardsticks_table"]),
-          ("Does averaging over models raise the LDS? (three yardsticks)", "08_yardsticks",
-           ["yardsticks_table"])]
+def _moved_to_the_paper(section: results.Section) -> str:
+    movers = causes.moved(causes.summary(section.tables["causes_rows"]))
+    return "; ".join(movers) if movers else "no single change"
+
+
+def _yardsticks_alike(section: results.Section) -> str:
+    sizes = sorted({1, max(section.parameters["table_sizes"])})
+    table = section.tables["yardsticks_table"]
+    return yardsticks.rank_sentence(yardsticks.rank_verdicts(table, sizes))
+
+
+def _lds_gains(section: results.Section) -> str:
+    return yardsticks.lds_gain_sentence(section.tables["yardsticks_table"])
+
+
+#: The questions of :func:`beyond_the_tables`: text, the page that answers it, its tables, and
+#: the function that answers it from that page's :class:`~infcore.results.Section`.
+BEYOND: list[tuple[str, str, list[str], Callable[[results.Section], str]]] = [
+    ("Which single change moves our Table 1 to the paper's? (why Table 1 differs)",
+     "07_why_they_differ", ["causes_rows"], _moved_to_the_paper),
+    ("Do agreement with leave-one-out, the LDS and mislabel detection order the methods alike? "
+     "(three yardsticks)", "08_yardsticks", ["yardsticks_table"], _yardsticks_alike),
+    ("Does averaging over models raise the LDS? (three yardsticks)", "08_yardsticks",
+     ["yardsticks_table"], _lds_gains)]
 
 
 def beyond_the_tables(directories: Mapping[str, object]) -> pd.DataFrame:
@@ -375,23 +392,15 @@ def beyond_the_tables(directories: Mapping[str, object]) -> pd.DataFrame:
     -------
     DataFrame with columns question (with the page that answers it) and one per run
     """
-    from infcore import causes, results, yardsticks  # they train models: imported when used
-
-    def answer(question: str, page: str, names: list[str], directory: object) -> str:
+    def answer(page: str, names: list[str], decide: Callable[[results.Section], str],
+               directory: object) -> str:
         try:
             section = results.load_section(directory, page, names, "run")
         except FileNotFoundError:
             return "not run"
-        if page == "07_why_they_differ":
-            movers = causes.moved(causes.summary(section.tables["causes_rows"]))
-            return "; ".join(movers) if movers else "no single change"
-        table = section.tables["yardsticks_table"]
-        if question.startswith("Do agreement"):
-            sizes = sorted({1, max(section.parameters["table_sizes"])})
-            return yardsticks.rank_sentence(yardsticks.rank_verdicts(table, sizes))
-        return yardsticks.lds_gain_sentence(table)
+        return decide(section)
 
     return pd.DataFrame([{"question": question,
-                          **{title: answer(question, page, names, directory)
+                          **{title: answer(page, names, decide, directory)
                              for title, directory in directories.items()}}
-                         for question, page, names in BEYOND])
+                         for question, page, names, decide in BEYOND])
