@@ -7,9 +7,9 @@ from sklearn.linear_model import LogisticRegression
 from torch import nn
 
 from infcore.data import load_mnist
-from infcore.methods.representer import last_hidden, representer, representer_weights
+from infcore.methods.representer import last_hidden, refit_last_layer, representer, representer_weights
 from infcore.models import SmallCNN
-from infcore.training import TrainConfig, train
+from infcore.training import TrainConfig, cross_entropy, train
 
 
 @pytest.fixture(scope="module")
@@ -68,3 +68,20 @@ def test_last_layer_with_bias_is_rejected(task):
     trained = train(TrainConfig(epochs=1, batch_size=8), train_split, model=BiasedHead())
     with pytest.raises(ValueError, match=r"logits are features\(x\) @ W.T"):
         representer(trained, train_split, test_split)
+
+
+@pytest.mark.parametrize("offset", [1e8, 1e10])
+def test_refit_converges_when_the_objective_is_lost_in_rounding(offset):
+    # Terms of +-offset cancel in the mean but round it at offset * 1e-16: near the optimum the
+    # Newton decrease is below that noise, the case of a paper-profile model on page 5 (gradient
+    # norm stuck at 2.2e-10 > 1e-10 while the line search halved every step to nothing). The
+    # offset is constant in the weights, so the optimum is that of the plain cross-entropy.
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(300, 8, generator=generator)
+    y = (features[:, 0] + 0.5 * torch.randn(300, generator=generator) > 0).long()
+    signs = torch.ones(300, dtype=torch.float64)
+    signs[1::2] = -1
+    plain = refit_last_layer(features, y, torch.zeros(2, 8), 1e-3)
+    noisy = refit_last_layer(features, y, torch.zeros(2, 8), 1e-3,
+                             loss=lambda logits, t: cross_entropy(logits, t) + offset * signs)
+    torch.testing.assert_close(noisy, plain, rtol=0, atol=1e-9)

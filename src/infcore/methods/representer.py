@@ -60,6 +60,10 @@ def _last_layer(trained: TrainedModel, features: torch.Tensor, x: torch.Tensor) 
     return name
 
 
+#: a Newton decrease below this many float64 epsilons of the objective's terms is lost in rounding
+_ROUNDING = 1e3 * torch.finfo(torch.float64).eps
+
+
 def refit_last_layer(
     features: torch.Tensor,
     y: torch.Tensor,
@@ -105,6 +109,10 @@ def refit_last_layer(
     def objective(w: torch.Tensor) -> torch.Tensor:
         return loss(f64 @ w.reshape(shape).T, y).mean() + lam * (w * w).sum()
 
+    def magnitude(w: torch.Tensor) -> torch.Tensor:
+        """The size of the objective's terms, which sets the rounding of their sum."""
+        return loss(f64 @ w.reshape(shape).T, y).abs().mean() + lam * (w * w).sum()
+
     w = start.detach().double().reshape(-1)
     for _ in range(max_iter):
         gradient = grad(objective)(w)
@@ -112,8 +120,14 @@ def refit_last_layer(
             return w.reshape(shape)
         step = torch.linalg.solve(torch_hessian(objective)(w), gradient)
         value, size = objective(w), 1.0
-        while objective(w - size * step) > value - 1e-4 * size * (gradient @ step) and size > 1e-10:
-            size /= 2
+        # Near the optimum a Newton step promises a decrease (g . step / 2) below the rounding of
+        # the objective, a sum over n examples; the sufficient-decrease test then fails on
+        # rounding noise alone and the step would shrink to nothing. There the full step is taken:
+        # Newton's method converges quadratically from so close.
+        if gradient @ step > _ROUNDING * magnitude(w):
+            while (objective(w - size * step) > value - 1e-4 * size * (gradient @ step)
+                   and size > 1e-10):
+                size /= 2
         w = w - size * step
     raise RuntimeError(
         f"refitting the last layer did not reach a gradient norm <= {tol:g} in {max_iter} Newton "
