@@ -80,10 +80,11 @@ glue("live_label", live_label, display=False)
 # ## At the paper's scale
 #
 # The run shown here ({glue:text}`paper_label`) was made with
-# `python -m infcore.runbook --profile paper --results results/paper` and took about half an hour
-# for this page on two CPU cores (the {doc}`run's record <06_paper_scale>`). Each cell below is
-# the mean over pairs of runs, Pearson correlation first; `paper` is the paper's Table 1 (MNIST)
-# and `difference` is ours minus the paper's.
+# `python -m infcore.runbook --profile paper --results results/paper` and took
+# {glue:text}`paper_time` for this page on two CPU cores
+# (the {doc}`run's record <06_paper_scale>`). Each cell below is the mean over pairs of runs,
+# Pearson correlation first; `paper` is the paper's Table 1 (MNIST) and `difference` is ours minus
+# the paper's.
 
 # %%
 at_scale = results.load_section(paper_results, "02_instability",
@@ -91,6 +92,7 @@ at_scale = results.load_section(paper_results, "02_instability",
                                 "paper-scale run")
 scale_summary = experiments.table1_summary(at_scale.tables["table1_pairs"])
 glue("paper_label", at_scale.label, display=False)
+glue("paper_time", results.duration(at_scale.seconds), display=False)
 print(f"{at_scale.label}; {results.accuracy_line(paper_results, 'table1_accuracy')} "
       "(the paper: 0.95 to 1.0)")
 display(paper.metric_table(scale_summary, paper.table1(), "perturbation", "pearson").round(3))

@@ -81,7 +81,7 @@ glue("target_pearson", target_pearson, display=False)
 #
 # The run shown here ({glue:text}`paper_label`) was made with
 # `python -m infcore.runbook --profile paper --results results/paper` (the
-# {doc}`run's record <06_paper_scale>` says how its 1.5 hours were spent). `baseline` compares
+# {doc}`run's record <06_paper_scale>` says how its {glue:text}`paper_time` were spent). `baseline` compares
 # single models, `expected` the averaged scores of two disjoint sets of 20 models; `paper` is the
 # paper's Table 2 (MNIST) and `difference` is ours minus the paper's. Pearson correlation first:
 
@@ -91,6 +91,7 @@ at_scale = results.load_section(paper_results, "04_expected_influence", ["table2
 curve_scale = at_scale.tables["table2_curve"].query("dataset == 'mnist'")
 scale_summary = experiments.table2_summary(at_scale.tables["table2_curve"])
 glue("paper_label", at_scale.label, display=False)
+glue("paper_time", results.duration(at_scale.seconds), display=False)
 print(f"{at_scale.label}; {results.accuracy_line(paper_results, 'table2_accuracy')} "
       "(the paper: 0.95 to 1.0)")
 display(paper.metric_table(scale_summary, paper.table2(), "setting", "pearson").round(3))

@@ -42,6 +42,28 @@ def test_run_record_keeps_earlier_notebooks(tmp_path):
         "02_instability": 1.0, "05_poisoning": 2.0}
 
 
+
+def test_run_seconds_adds_first_executions_and_leaves_out_reruns(tmp_path):
+    for page, seconds in [("01_chairs", 5.0), ("02_instability", 1570.5),
+                          ("02_instability_rerun", 44.0), ("07_why_they_differ", 3600.25)]:
+        results.record_notebook(tmp_path, page, {"seconds": seconds}, {"profile": "paper"})
+    assert results.run_seconds(tmp_path) == 5.0 + 1570.5 + 3600.25
+    with pytest.raises(FileNotFoundError, match="run.json"):
+        results.run_seconds(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("seconds, words", [(0, "0 s"), (44.4, "44 s"), (89.4, "89 s"),
+                                            (90, "2 min"), (1570.7, "26 min"), (5399, "90 min"),
+                                            (5400, "1.5 h"), (7020, "1.9 h")])
+def test_duration_in_words(seconds, words):
+    assert results.duration(seconds) == words
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("inf"), float("nan")])
+def test_duration_refuses_impossible_times(bad):
+    with pytest.raises(ValueError, match="seconds must be"):
+        results.duration(bad)
+
 TINY = '''# ---
 # jupyter:
 #   kernelspec:
@@ -189,6 +211,8 @@ def test_load_section_reads_the_committed_paper_run():
     section = results.load_section(ROOT / "results" / "paper", "02_instability", ["table1_pairs"],
                                    "paper-scale run")
     assert section.label == "paper-scale run: 800 / 200 images, 4 seeds"
+    record = results.load_run(ROOT / "results" / "paper")
+    assert section.seconds == record["notebooks"]["02_instability"]["seconds"] > 0
     assert {"perturbation", "method", "pearson"} <= set(section.tables["table1_pairs"].columns)
     with pytest.raises(FileNotFoundError, match="does not record"):
         results.load_section(ROOT / "results" / "paper", "99_missing", [], "run")

@@ -231,11 +231,14 @@ class Section:
         The page's parameters in that run (its declared defaults, then what the run set).
     label : str
         :func:`scale_label` of the run.
+    seconds : float
+        How long the page took in that run (``run.json``).
     """
 
     tables: dict[str, pd.DataFrame]
     parameters: dict[str, Any]
     label: str
+    seconds: float
 
 
 def load_section(directory: str | Path, page: str, names: Iterable[str], run: str) -> Section:
@@ -269,7 +272,39 @@ def load_section(directory: str | Path, page: str, names: Iterable[str], run: st
         except (ValueError, SyntaxError):  # a default that is an expression: kept as its text
             defaults[name] = text
     parameters = {**defaults, **entry["parameters"]}
-    return Section(load_tables(folder, names), parameters, scale_label(run, parameters))
+    return Section(load_tables(folder, names), parameters, scale_label(run, parameters),
+                   float(entry["seconds"]))
+
+
+def duration(seconds: float) -> str:
+    """A duration in words for the book's prose: ``"45 s"``, ``"26 min"``, ``"1.9 h"``.
+
+    Raises
+    ------
+    ValueError
+        If ``seconds`` is negative or not finite.
+    """
+    if not 0 <= seconds < float("inf"):
+        raise ValueError(f"seconds must be a finite number >= 0; got {seconds!r}")
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def run_seconds(directory: str | Path) -> float:
+    """The time of a whole run: the sum of its pages' first executions (``NAME_rerun`` entries,
+    pages executed again from the run's cache, are left out).
+
+    Raises
+    ------
+    FileNotFoundError
+        If the folder has no run record.
+    """
+    record = load_run(find(directory))
+    return sum(float(entry["seconds"]) for name, entry in record.get("notebooks", {}).items()
+               if not name.endswith("_rerun"))
 
 
 def skipped_note(skipped: Mapping[str, str]) -> str:
