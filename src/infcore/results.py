@@ -4,8 +4,8 @@
 declares a ``results_dir`` parameter write its tables into that folder, and the runbook adds
 ``run.json``: the parameters and the seconds of each notebook and the machine it ran on. The
 committed book's own run (the quick profile) saves its tables into ``results/quick/`` the same way.
-Pages 2, 4 and 5 open with the paper-scale run read back by :func:`load_section`; the findings of
-the first page read both folders.
+Pages 2, 4, 5, 7 and 8 open with the paper-scale run read back by :func:`load_section`; the
+findings of the first page read both folders.
 """
 
 from __future__ import annotations
