@@ -173,8 +173,10 @@ def test_beyond_the_tables_answers_from_saved_runs_and_says_not_run(tmp_path):
     results.save_tables(full, {"causes_rows": rows, "yardsticks_table": table})
     sizes = {"n_train": 3, "n_test": 2}
     for page, parameters in (("07_why_they_differ", sizes), ("08_yardsticks", {**sizes, "table_sizes": [1, 5]})):
-        results.record_notebook(full, page, {"parameters": parameters}, {"profile": "paper"})
-    results.record_notebook(empty, "02_instability", {"parameters": {}}, {"profile": "paper"})
+        results.record_notebook(full, page, {"parameters": parameters, "seconds": 60.0},
+                                {"profile": "paper"})
+    results.record_notebook(empty, "02_instability", {"parameters": {}, "seconds": 60.0},
+                            {"profile": "paper"})
     found = claims.beyond_the_tables({"run": full, "other": empty})
     assert list(found.columns) == ["question", "run", "other"]
     assert (found.other == "not run").all()

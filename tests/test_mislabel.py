@@ -14,6 +14,8 @@ from infcore.data import Split
 from infcore.experiments import Task
 from infcore.methods import compute_scores
 from infcore.methods.influence import influence_function
+from infcore.parallel import run_chunks
+from infcore import mislabel
 from infcore.mislabel import (
     detection,
     flip_labels,
@@ -132,3 +134,23 @@ def test_tracin_ideal_self_influence_is_the_diagonal_of_its_matrix():
     with pytest.raises(ValueError, match="batch-size-1"):
         tracin_ideal_self_influence(
             train(TrainConfig(epochs=1, batch_size=4), split, model=LogisticModel(DIM, 2)), split)
+
+
+def test_tracin_ideal_self_influence_replays_where_the_models_were_trained(tmp_path, monkeypatch):
+    # A batch-size-1 replay reproduces its training only with the same number of torch threads:
+    # on the paper profile, models trained in one-thread loky workers and replayed in the two-thread
+    # notebook ended 0.019 apart. The replays must go to the experiment's backend, like its scores.
+    calls = []
+
+    def spy(fn, chunks, **execution):
+        calls.append((getattr(fn, "__name__", fn), execution))
+        return run_chunks(fn, chunks, **execution)
+
+    monkeypatch.setattr(mislabel, "run_chunks", spy)
+    ideal = TrainConfig(epochs=1, batch_size=1, lr=0.01)
+    study = mislabel_study(Task(n_train=40, n_test=10), ["tracin_ideal"], TrainConfig(epochs=1),
+                           ideal, n_models=2, sizes=[1], cache=Cache(tmp_path), progress=False,
+                           backend="loky", n_jobs=1)
+    assert ("tracin_ideal_self_influence", {"backend": "loky", "n_jobs": 1}) in calls
+    assert study.models_scored == {"tracin_ideal": 2}
+    assert np.isfinite(study.detection.auprc).all()

@@ -118,6 +118,7 @@ def tracin_ideal(
             raise ValueError(
                 f"replaying the training does not reproduce trained.params ({name!r} differs by "
                 f"{(replay.params[name] - p).abs().max().item():.3g} > atol={atol:g}): was the "
-                "model trained on `train` with trained.config?"
+                "model trained on `train` with trained.config, and with as many torch threads "
+                "as this replay?"
             )
     return scores.numpy()
