@@ -322,9 +322,11 @@ if at_scale is not None:
     plt.close(fig)
 
 # %% [markdown]
-# What each part of the study cost at this scale, in seconds on one CPU thread
-# (`seconds_recorded` is the compute when a variant was first computed, kept with it in the
-# cache; the baseline and the longer trainings reuse entries of page 2's sweep):
+# What each part of the study cost at this scale, in seconds with the threads that
+# `results/paper/run.json` records (`seconds_this_run` is this page's wall-clock, short where the
+# cache already held the work; `seconds_recorded` is the compute when a variant was first
+# computed, kept with it in the cache; the baseline and the longer trainings reuse entries of
+# page 2's sweep):
 
 # %% tags=["hide-output"]
 if at_scale is not None:
