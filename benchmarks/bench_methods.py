@@ -15,9 +15,10 @@
    ``tests/captum_oracle.py``).
 4. TracInIdeal, one model: ``infcore.methods.tracin_ideal`` (every test loss after every SGD
    step in float64 by ``training.float64_losses``: the first convolution as one matrix product
-   over patches extracted once, pooling as element-wise maxima) against the same replay with the
-   test losses of torch's float64 module forward (``training.losses_float64``); time ratio, the
-   share of the replay spent in the test losses, and the largest difference of the scores.
+   over patches extracted once, pooling as element-wise maxima, ``STATES_PER_CALL`` steps per
+   call) against the same replay with one step per call, and with the test losses of torch's
+   float64 module forward (``training.losses_float64``); time ratios, the share of the replay
+   spent in the test losses, and the largest difference of the scores.
 
 Run: ``python benchmarks/bench_methods.py`` (a few minutes on a 2-core laptop).
 """
@@ -40,8 +41,8 @@ from infcore.data import Split, load_mnist
 from infcore.methods import hessian, influence_function, tracin_cp, tracin_ideal
 from infcore.methods import tracin as tracin_module
 from infcore.methods.influence import smallest_working_damping
-from infcore.training import (TrainConfig, TrainedModel, float64_losses, losses_float64,
-                              per_example_loss, train)
+from infcore.training import (STATES_PER_CALL, TrainConfig, TrainedModel, float64_losses,
+                              losses_float64, per_example_loss, train)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from captum_oracle import captum_influence, captum_tracin_cp  # noqa: E402  (the tests' references)
@@ -173,7 +174,7 @@ def bench_influence(n_train: int, n_test: int, epochs: int) -> None:
 def bench_tracin_ideal(n_train: int, n_test: int, epochs: int, repeats: int) -> None:
     train_split, test_split = load_mnist(n_train=n_train, n_test=n_test, seed=0)
     trained = train(TrainConfig(epochs=epochs, batch_size=1, lr=0.01), train_split)
-    spent = {"fast": 0.0, "module": 0.0}
+    spent = {}
 
     def timed(which, make):
         def factory(model, data, *, loss):
@@ -187,29 +188,46 @@ def bench_tracin_ideal(n_train: int, n_test: int, epochs: int, repeats: int) -> 
             return evaluate
         return factory
 
-    paths = {"fast": timed("fast", lambda m, d, loss: float64_losses(m, d, loss=loss)),
-             "module": timed("module", lambda m, d, loss: (
-                 lambda p: losses_float64(m, p, d.x, d.y, loss=loss)))}
+    def module_forward(model, data, loss):
+        def losses(params):
+            if isinstance(params, dict):
+                return losses_float64(model, params, data.x, data.y, loss=loss)
+            return torch.stack([losses_float64(model, p, data.x, data.y, loss=loss)
+                                for p in params])
+        return losses
+
+    fast = timed("blocks", lambda m, d, loss: float64_losses(m, d, loss=loss))
+    # name: (test losses, weight states per call)
+    paths = {"blocks": (fast, STATES_PER_CALL),
+             "one": (timed("one", lambda m, d, loss: float64_losses(m, d, loss=loss)), 1),
+             "module": (timed("module", module_forward), 1)}
     seconds = {name: [] for name in paths}
     scores = {}
     try:
         for _ in range(repeats):  # interleaved, best of each
-            for name, factory in paths.items():
+            for name, (factory, block) in paths.items():
                 tracin_module.float64_losses = factory
+                tracin_module.STATES_PER_CALL = block
                 spent[name] = 0.0
                 start = time.perf_counter()
                 scores[name] = tracin_ideal(trained, train_split, test_split)
                 seconds[name].append((time.perf_counter() - start, spent[name]))
     finally:
         tracin_module.float64_losses = float64_losses
-    fast, module = min(seconds["fast"]), min(seconds["module"])
+        tracin_module.STATES_PER_CALL = STATES_PER_CALL
+    best = {name: min(runs) for name, runs in seconds.items()}
     print(f"TracInIdeal, one model, {n_train} train x {n_test} test, {epochs} epoch(s) at batch "
           f"size 1 ({n_train * epochs} steps), best of {repeats}")
-    print(f"  float64_losses (patches, maxima)   {fast[0]:7.2f} s, {fast[1] / fast[0]:.0%} in test losses")
-    print(f"  float64 module forward             {module[0]:7.2f} s, {module[1] / module[0]:.0%} in test losses")
-    difference = np.abs(scores["fast"] - scores["module"]).max() / np.abs(scores["module"]).max()
-    print(f"  ratio: {module[0] / fast[0]:.2f}x; max |difference| relative to max |score| = "
-          f"{difference:.2g}")
+    labels = {"blocks": f"float64_losses, {STATES_PER_CALL} states per call",
+              "one": "float64_losses, one state per call",
+              "module": "float64 module forward, one state"}
+    for name, (total, in_losses) in best.items():
+        print(f"  {labels[name]:<38} {total:7.2f} s, {in_losses / total:.0%} in test losses "
+              f"({in_losses / (n_train * epochs) * 1e3:.2f} ms per step)")
+    for name in ("one", "module"):
+        difference = np.abs(scores["blocks"] - scores[name]).max() / np.abs(scores[name]).max()
+        print(f"  ratio against {labels[name]}: {best[name][0] / best['blocks'][0]:.2f}x; max "
+              f"|difference| relative to max |score| = {difference:.2g}")
 
 
 def main() -> None:

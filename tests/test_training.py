@@ -450,6 +450,15 @@ def test_float64_losses_of_a_fixed_set_equal_the_module_in_float64(mnist01, smal
     got = losses(trained.params)
     assert got.dtype == torch.float64 and got.shape == (30,)
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-300)
+    # several weight states at once: row s is the module under state s
+    states = [init_params(trained.model, 5), *trained.checkpoints]
+    together = losses(states)
+    assert together.shape == (len(states), 30)
+    for s, state in enumerate(states):
+        with torch.no_grad():
+            one = F.cross_entropy(module_with(state).double()(test_split.x.double()), test_split.y,
+                                  reduction="none")
+        torch.testing.assert_close(together[s], one, rtol=1e-12, atol=1e-300)
     # another architecture takes the generic path, with the same values
     mlp = nn.Sequential(nn.Flatten(), nn.Linear(784, 2))
     params = init_params(mlp, 0)
@@ -457,7 +466,9 @@ def test_float64_losses_of_a_fixed_set_equal_the_module_in_float64(mnist01, smal
         as_float64 = {k: v.double() for k, v in params.items()}
         logits = torch.func.functional_call(mlp, as_float64, (test_split.x.double(),))
         reference = F.cross_entropy(logits, test_split.y, reduction="none")
-    torch.testing.assert_close(training.float64_losses(mlp, test_split)(params), reference,
+    generic = training.float64_losses(mlp, test_split)
+    torch.testing.assert_close(generic(params), reference, rtol=1e-12, atol=1e-300)
+    torch.testing.assert_close(generic([params, params]), torch.stack([reference, reference]),
                                rtol=1e-12, atol=1e-300)
 
 

@@ -9,7 +9,8 @@ from infcore.data import Split
 from infcore.errors import MissingPartError
 from infcore.methods.gradients import per_example_grads
 from infcore.models import Params
-from infcore.training import TrainedModel, float64_losses, train as train_model
+from infcore.training import STATES_PER_CALL, TrainedModel, float64_losses
+from infcore.training import train as train_model
 
 
 def tracin_cp(trained: TrainedModel, train: Split, test: Split) -> np.ndarray:
@@ -56,8 +57,9 @@ def tracin_ideal(
     example); at each step, ``loss before - loss after`` of every test example is added to the
     score of the one training example of that step, summed over epochs. The scores of a test
     example therefore sum to ``L(W_0) - L(W_T)``, its loss at initialisation minus its final loss.
-    The losses are evaluated in float64 (:func:`infcore.training.losses_float64`): one step
-    changes a small test loss by less than float32 resolves.
+    The losses are evaluated in float64 (:func:`infcore.training.float64_losses`, the weights of
+    ``STATES_PER_CALL`` consecutive steps at a time): one step changes a small test loss by less
+    than float32 resolves.
 
     Parameters
     ----------
@@ -100,19 +102,31 @@ def tracin_ideal(
             f"training example to credit), got batch_size={trained.config.batch_size}"
         )
     scores = torch.zeros(len(test), len(train), dtype=torch.float64)
-    previous: list[torch.Tensor] = []
-
     test_losses = float64_losses(trained.model, test, loss=trained.loss)
+    # the weights after each step wait in blocks, whose test losses are evaluated together
+    pending: list[tuple[int, Params]] = []
+    last: list[torch.Tensor] = []  # the test losses before the first pending step
+
+    def credit_pending() -> None:
+        after = test_losses([params for _, params in pending])
+        before = torch.cat([last.pop()[None], after[:-1]])
+        for (example, _), change in zip(pending, before - after):
+            scores[:, example] += change
+        last.append(after[-1])
+        pending.clear()
 
     def credit(step: int, batch_index: torch.Tensor, before: Params, after: Params) -> None:
-        loss_before = previous.pop() if previous else test_losses(before)
-        loss_after = test_losses(after)
-        scores[:, batch_index[0]] += loss_before - loss_after
-        previous.append(loss_after)
+        if not last:
+            last.append(test_losses(before))
+        pending.append((int(batch_index[0]), after))
+        if len(pending) == STATES_PER_CALL:
+            credit_pending()
 
     replay = train_model(
         trained.config, train, model=trained.model, exclude=trained.excluded, on_step=credit
     )
+    if pending:
+        credit_pending()
     for name, p in trained.params.items():
         if not torch.allclose(replay.params[name], p, rtol=0.0, atol=atol):
             raise ValueError(
