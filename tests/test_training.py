@@ -486,3 +486,27 @@ def test_stacked_logits_equal_each_models_own_forward(architecture):
     for k, state in enumerate(states):
         expected = torch.func.functional_call(model, state, (xb[:, k],))
         torch.testing.assert_close(logits[k], expected, rtol=0, atol=1e-5)
+
+
+def test_shared_batch_logits_and_gradients_equal_each_models_own():
+    # oracle: torch's SmallCNN modules, one model at a time, forward and autograd. Six models on
+    # three distinct batches in mixed order (a leave-one-out chunk: the same window of images,
+    # shifted or missing one), so that the models are regrouped and put back in their order.
+    x = torch.rand(12, 1, 28, 28, generator=torch.Generator().manual_seed(3))
+    windows = [[0, 1, 2, 3], [1, 2, 3, 4], [0, 2, 3, 4]]
+    index = torch.tensor([windows[g] for g in (1, 0, 2, 1, 0, 1)]).T  # (B, K)
+    states = [init_params(SmallCNN(), seed) for seed in range(6)]
+    stacked = {k: torch.stack([s[k] for s in states]).requires_grad_() for k in states[0]}
+    logits = training._small_cnn_shared_batch_logits(stacked, x, index)
+    assert logits.shape == (6, 4, 2)
+    grads = torch.autograd.grad((logits * torch.arange(1.0, 3.0)).sum(), list(stacked.values()))
+    for k, state in enumerate(states):
+        module = module_with(state)
+        expected = module(x[index[:, k]])
+        torch.testing.assert_close(logits[k], expected, rtol=0, atol=1e-5)
+        own = torch.autograd.grad((expected * torch.arange(1.0, 3.0)).sum(),
+                                  list(module.parameters()))
+        for got, want in zip(grads, own):
+            torch.testing.assert_close(got[k], want, rtol=1e-4, atol=1e-5)
+    # as many distinct batches as half the models or more: the grouped convolutions decide
+    assert training._small_cnn_shared_batch_logits(stacked, x, index[:, :2]) is None

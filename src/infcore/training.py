@@ -545,15 +545,78 @@ def _small_cnn_stacked_logits(params: Params, xb: torch.Tensor) -> torch.Tensor:
     """
     batch, k = xb.shape[:2]
     h = xb.reshape(batch, k, *xb.shape[3:]).contiguous(memory_format=torch.channels_last)
-    for conv in ("conv1", "conv2"):
-        weight = params[f"{conv}.weight"]
-        weight = weight.reshape(-1, *weight.shape[2:]).contiguous(memory_format=torch.channels_last)
-        h = F.conv2d(h, weight, params[f"{conv}.bias"].reshape(-1), groups=k)
-        h = F.relu(F.max_pool2d(h, 2))  # as SmallCNN.features: pooling first, same values
+    weight = params["conv1.weight"]
+    weight = weight.reshape(-1, *weight.shape[2:]).contiguous(memory_format=torch.channels_last)
+    h = F.conv2d(h, weight, params["conv1.bias"].reshape(-1), groups=k)
+    return _small_cnn_stacked_tail(params, F.relu(F.max_pool2d(h, 2)))
+
+
+def _small_cnn_stacked_tail(params: Params, h: torch.Tensor) -> torch.Tensor:
+    """The layers after the first convolution block of :func:`_small_cnn_stacked_logits`.
+
+    Parameters
+    ----------
+    params : dict of str to Tensor
+        Stacked weights, each of shape (K, ...).
+    h : Tensor of shape (B, K * 4, 12, 12)
+        The first block's output (pooled, ReLU), model k's channels in group k.
+
+    Returns
+    -------
+    Tensor of shape (K, B, n_classes)
+    """
+    batch, k = h.shape[0], len(params["conv2.weight"])
+    weight = params["conv2.weight"]
+    weight = weight.reshape(-1, *weight.shape[2:]).contiguous(memory_format=torch.channels_last)
+    h = F.conv2d(h, weight, params["conv2.bias"].reshape(-1), groups=k)
+    h = F.relu(F.max_pool2d(h, 2))  # as SmallCNN.features: pooling first, same values
     h = h.reshape(batch, k, -1).transpose(0, 1)
     h = torch.baddbmm(params["fc1.bias"].unsqueeze(1), h, params["fc1.weight"].transpose(1, 2))
     h = F.relu(h)
     return torch.bmm(h, params["fc2.weight"].transpose(1, 2))
+
+
+def _small_cnn_shared_batch_logits(
+    params: Params, x: torch.Tensor, index: torch.Tensor
+) -> torch.Tensor | None:
+    """:func:`_small_cnn_stacked_logits` where models share batches, or None where few do.
+
+    The retrainings of a leave-one-out chunk see the same images at almost every step (a
+    window of the full run's order, shifted by one where the left-out example came earlier).
+    The models that share a batch get their first convolution as one matrix product of the
+    batch's 5 x 5 patches with all their filters, instead of a grouped convolution with one
+    input channel per model (``benchmarks/bench_training.py`` measures the gain).
+
+    Parameters
+    ----------
+    params : dict of str to Tensor
+        Stacked weights, each of shape (K, ...).
+    x : Tensor of shape (n, 1, side, side)
+    index : Tensor of shape (B, K), int64
+        Column k indexes model k's batch in ``x``.
+
+    Returns
+    -------
+    Tensor of shape (K, B, n_classes), or None when there are more than K / 2 distinct batches
+    """
+    batches, group = torch.unique(index.T, dim=0, return_inverse=True)
+    if 2 * len(batches) > index.shape[1]:
+        return None
+    order = torch.argsort(group, stable=True)  # the models of each batch next to each other
+    params = {name: p[order] for name, p in params.items()}
+    filters = params["conv1.weight"].flatten(2)  # (K, 4, 25)
+    side = x.shape[-1] - 4
+    parts, start = [], 0
+    for images, count in zip(batches, torch.bincount(group, minlength=len(batches)).tolist()):
+        patches = F.unfold(x[images], 5).transpose(1, 2).contiguous().view(-1, filters.shape[2])
+        # (B * side * side, count * 4): the channels of `count` models at every position
+        parts.append(patches @ filters[start:start + count].flatten(0, 1).T)
+        start += count
+    h = torch.cat([part.view(len(index), side * side, -1) for part in parts], dim=2)
+    h = h.view(len(index), side, side, -1).permute(0, 3, 1, 2)  # channels last
+    # a bias per channel commutes with the maximum: the same values as adding it before pooling
+    h = F.relu(F.max_pool2d(h, 2) + params["conv1.bias"].reshape(1, -1, 1, 1))
+    return _small_cnn_stacked_tail(params, h)[torch.argsort(order)]
 
 
 def stacked_logits(model: nn.Module, params: Params, xb: torch.Tensor) -> torch.Tensor:
@@ -599,7 +662,11 @@ def _stacked_step(
     """
     k_models = len(on)
     leaves = {name: p.detach().requires_grad_() for name, p in params.items()}
-    logits = stacked_logits(model, leaves, x[batch.T])
+    logits = None
+    if type(model) is SmallCNN:
+        logits = _small_cnn_shared_batch_logits(leaves, x, batch.T)
+    if logits is None:
+        logits = stacked_logits(model, leaves, x[batch.T])
     losses = F.cross_entropy(logits.flatten(0, 1), y[batch].flatten(), reduction="none")
     weighted = losses * w.flatten()
     # Models are independent, so the gradient of the sum of their mean batch losses with
