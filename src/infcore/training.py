@@ -686,9 +686,11 @@ def first_epoch_states(
 ) -> list[Params]:
     """The weights of ``config``'s run on all of ``data`` before each of its first updates.
 
-    The run is the one :func:`train_many` takes (the same stacked arithmetic), so that a model of
-    :func:`train_many` started from entry ``s`` (its ``starts``) continues it without a rounding
-    difference.
+    The run is the one :func:`train_many` takes for a model alone (the stacked arithmetic), so that
+    a model of :func:`train_many` started from entry ``s`` (its ``starts``) continues it. In a
+    chunk whose models share batches, the first convolution is summed in another order
+    (:func:`_small_cnn_shared_batch_logits`), so the continuation then differs from the model's
+    own run by float32 rounding.
 
     Parameters
     ----------
