@@ -688,9 +688,9 @@ def first_epoch_states(
 
     The run is the one :func:`train_many` takes for a model alone (the stacked arithmetic), so that
     a model of :func:`train_many` started from entry ``s`` (its ``starts``) continues it. In a
-    chunk whose models share batches, the first convolution is summed in another order
-    (:func:`_small_cnn_shared_batch_logits`), so the continuation then differs from the model's
-    own run by float32 rounding.
+    chunk whose models share batches, the first convolution is summed in another order (one
+    matrix product per shared batch), so the continuation then differs from the model's own run
+    by float32 rounding.
 
     Parameters
     ----------
