@@ -585,7 +585,8 @@ def _small_cnn_shared_batch_logits(
     window of the full run's order, shifted by one where the left-out example came earlier).
     The models that share a batch get their first convolution as one matrix product of the
     batch's 5 x 5 patches with all their filters, instead of a grouped convolution with one
-    input channel per model (``benchmarks/bench_training.py`` measures the gain).
+    input channel per model (``benchmarks/bench_loo.py`` measures the gain: its models share
+    batches, those of ``bench_training.py`` do not).
 
     Parameters
     ----------
