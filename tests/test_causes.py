@@ -358,6 +358,38 @@ def test_sweeps_reuse_the_books_cache_entries_and_their_own(tmp_path, monkeypatc
     assert scores[variants[1]][0].shape == (4, 20)
 
 
+def test_page_sweeps_on_columns_retrain_only_for_those_examples(tmp_path):
+    experiment = experiments.Experiment(experiments.Task(n_train=20, n_test=4), Cache(tmp_path),
+                                        progress=False)
+    configs = [TrainConfig(epochs=1, batch_size=8, init_seed=s) for s in (0, 1)]
+    columns = causes.draw_columns(20, 6, seed=3)
+    assert columns == sorted(set(columns)) and len(columns) == 6
+    assert causes.draw_columns(20, 6, seed=3) == columns and causes.draw_columns(20, None) is None
+    book = experiment.scores("leave_one_out", configs)
+    # the book's own variant: page 2's matrices restricted, nothing retrained
+    baseline, seconds = causes.loo_scores(experiment, configs, columns=columns)
+    assert seconds == 0 and all(np.array_equal(a, b[:, columns]) for a, b in zip(baseline, book))
+    # another variant: its own cache entry, equal to the full variant's columns (float32 rounding
+    # of retrainings batched in other company)
+    subset, spent = causes.loo_scores(experiment, configs, order_variant="fresh", columns=columns)
+    full, spent_full = causes.loo_scores(experiment, configs, order_variant="fresh")
+    assert subset[0].shape == (4, 6) and full[0].shape == (4, 20) and spent > 0
+    for a, b in zip(subset, full):
+        np.testing.assert_allclose(a, b[:, columns], rtol=0, atol=1e-6)
+    # longer training: leave-one-out over the columns only, against the full matrices' columns
+    base = configs[0]
+    rows, curve = causes.convergence(experiment, base, [0, 1], [2], [2], columns)
+    longer = [replace(c, epochs=2) for c in configs]
+    expected = causes.between_runs([s[:, columns] for s in experiment.scores("leave_one_out", longer)])
+    measured = curve.set_index(["epochs", "method"]).loc[(2, "leave_one_out")]
+    assert measured.n_pairs == 1
+    np.testing.assert_allclose(measured.pearson, expected["pearson"], rtol=0, atol=1e-5)
+    short = curve.set_index(["epochs", "method"]).loc[(1, "leave_one_out")]
+    assert short.pearson == causes.between_runs([s[:, columns] for s in book])["pearson"]
+    with pytest.raises(ValueError, match=r"number of columns must be None or an integer in \[2, 20\]"):
+        causes.draw_columns(20, 21)
+
+
 def test_verdicts_on_the_papers_own_numbers():
     for method, ours in (("leave_one_out", 0.653), ("influence_function", 0.652)):
         theirs = causes.PAPER[method]["pearson"]
@@ -375,6 +407,8 @@ def test_verdicts_on_the_papers_own_numbers():
     ({"long_loo_seeds": [4]}, "long_loo_seeds must be 0"),
     ({"variant_seeds": 4}, "variant_seeds must lie"),
     ({"long_epochs": [5]}, "long_epochs must all exceed"),
+    ({"loo_columns": 1}, "loo_columns must be None or an integer >= 2"),
+    ({"loo_columns": 101}, "loo_columns must be at most"),
 ])
 def test_the_page_refuses_bad_parameters(override, message):
     from infcore.profiles import profile_parameters

@@ -11,7 +11,7 @@ import torch
 from torch.func import functional_call
 
 from infcore.methods.tracin import tracin_ideal
-from infcore.training import TrainConfig, epoch_order, train, train_many
+from infcore.training import TrainConfig, epoch_order, test_loss, train, train_many
 
 
 @pytest.fixture(scope="module")
@@ -95,3 +95,51 @@ def test_sharing_the_prefix_changes_the_scores_only_by_rounding(task):
     # scores of 1e-3 to 1e-1
     np.testing.assert_allclose(shared, plain, rtol=0, atol=1e-6)
     assert np.abs(plain).max() > 1e-3
+
+
+@pytest.mark.parametrize("share_prefix", [True, False])
+def test_leave_one_out_on_columns_matches_sequential_retraining(task, share_prefix):
+    trained, train_split, test_split = task
+    # unsorted, with examples of the first and of later batches: the result keeps this order
+    columns = [19, 0, 7, 12]
+    scores = leave_one_out(trained, train_split, test_split, chunk_size=3, columns=columns,
+                           share_prefix=share_prefix)
+    assert scores.shape == (10, 4) and scores.dtype == np.float64
+
+    def losses(params):
+        with torch.no_grad():
+            logits = functional_call(trained.model, {k: v.double() for k, v in params.items()},
+                                     (test_split.x.double(),))
+        return -logits.log_softmax(dim=1)[torch.arange(len(test_split)), test_split.y]
+
+    for k, i in enumerate(columns):
+        retrained = train(trained.config, train_split, exclude=i)
+        np.testing.assert_allclose(scores[:, k],
+                                   (losses(retrained.params) - losses(trained.params)).numpy(),
+                                   rtol=0, atol=1e-6)
+    assert np.abs(scores).max() > 1e-3
+
+
+def test_leave_one_out_on_columns_with_a_retrain_function(task):
+    trained, train_split, test_split = task
+    calls = []
+
+    def retrain(data):
+        calls.append(len(data))
+        return train(trained.config, data)
+
+    scores = leave_one_out(trained, train_split, test_split, retrain=retrain, columns=[5, 3])
+    assert scores.shape == (10, 2) and calls == [19, 19]
+    # oracle: the same retraining written out for each column
+    for k, i in enumerate([5, 3]):
+        kept = [j for j in range(len(train_split)) if j != i]
+        expected = (test_loss(train(trained.config, train_split.subset(torch.tensor(kept))),
+                              test_split) - test_loss(trained, test_split)).numpy()
+        np.testing.assert_array_equal(scores[:, k], expected)
+
+
+@pytest.mark.parametrize("columns", [[], [0, 0], [20], [-1], [1.5], [True]])
+def test_leave_one_out_refuses_bad_columns(task, columns):
+    trained, train_split, test_split = task
+    with pytest.raises(ValueError, match=r"columns must be distinct integer training indices in \[0, 19\]"):
+        leave_one_out(trained, train_split, test_split, columns=columns)

@@ -42,7 +42,7 @@ from infcore.experiments import Experiment
 from infcore.methods import REVISIONS
 from infcore.methods.gradients import per_example_grads
 from infcore.methods.influence import AUTO_DAMPING_MARGIN, gauss_newton, hessian, influence_function
-from infcore.methods.loo import retrain_without_each
+from infcore.methods.loo import check_columns, retrain_without_each
 from infcore.training import (
     TrainConfig,
     TrainedModel,
@@ -92,6 +92,7 @@ def loo_variants(
     chunk_size: int = BASELINE_CHUNK,
     device: str | torch.device = "cpu",
     progress: bool = False,
+    columns: Sequence[int] | None = None,
 ) -> dict[str, np.ndarray]:
     """Leave-one-out from one set of retrainings, with its losses in float64 and in float32.
 
@@ -101,16 +102,19 @@ def loo_variants(
     weights are also evaluated in float32, as a plain implementation would. ``chunk_size`` sets
     how many retrainings share one batched computation: another value sums in another order, so
     it changes the weights by float32 rounding only. ``progress`` shows a bar of the retrainings.
+    ``columns`` (distinct training indices) leaves out only those examples, one retraining each.
 
     Returns
     -------
-    dict with ``float64`` and ``float32``: ndarray of shape (n_test, n_train), float64
+    dict with ``float64`` and ``float32``: ndarray of shape (n_test, n_train), or
+    (n_test, len(columns)); float64
     """
     check_order_variant(order_variant)
     if trained.config is None or trained.excluded is not None:
         raise ValueError("loo_variants needs a model trained by infcore on all of `train`")
     retrained = retrain_without_each(trained, train, chunk_size=chunk_size, device=device,
-                                     order_variant=order_variant, progress=progress)
+                                     order_variant=order_variant, progress=progress,
+                                     columns=columns)
 
     def float32_losses(model: TrainedModel) -> torch.Tensor:
         with torch.no_grad():
@@ -123,14 +127,6 @@ def loo_variants(
         without = torch.stack([losses(m) for m in retrained], dim=1)
         result[precision] = (without - losses(trained)[:, None]).numpy()
     return result
-
-
-def _check_columns(columns: Sequence[int], n: int) -> list[int]:
-    columns = [int(c) for c in columns]
-    if not columns or len(set(columns)) < len(columns) or not all(0 <= c < n for c in columns):
-        raise ValueError(f"columns must be distinct training indices in [0, {n - 1}]; got "
-                         f"{list(columns)[:10]}")
-    return columns
 
 
 def response_scores(
@@ -187,7 +183,7 @@ def response_scores(
     if target not in RESPONSE_TARGETS:
         raise ValueError(f"target must be one of {list(RESPONSE_TARGETS)}; got {target!r}")
     n = len(train)
-    columns = _check_columns(columns, n)
+    columns = check_columns(columns, n)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an integer >= 1; got {steps!r}")
     for name, value in (("lr", lr), ("damping", damping)):
@@ -395,6 +391,7 @@ def loo_scores(
     order_variant: str = "kept",
     chunk_size: int | None = None,
     precision: str = "float64",
+    columns: Sequence[int] | None = None,
 ) -> tuple[list[np.ndarray], float]:
     """Leave-one-out under one variant for each config, cached; and the seconds it cost.
 
@@ -402,30 +399,37 @@ def loo_scores(
     default of ``chunk_size``, float64) is read from the cache entries of
     ``experiment.scores("leave_one_out", ...)``, page 2's. Every other one
     is computed with :func:`loo_variants` and cached with both precisions (and the seconds it
-    took, so that a cached run still reports its cost).
+    took, so that a cached run still reports its cost). With ``columns`` (see
+    :func:`draw_columns`) every variant retrains only for those examples, and the book's own is
+    page 2's matrices restricted to them.
 
     Returns
     -------
-    (list of ndarray of shape (n_test, n_train), seconds spent computing; 0 for the baseline,
-    whose cost belongs to page 2)
+    (list of ndarray of shape (n_test, n_train), or (n_test, len(columns)), seconds spent
+    computing; 0 for the baseline, whose cost belongs to page 2)
     """
     check_order_variant(order_variant)
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {list(PRECISIONS)}; got {precision!r}")
     chunk_size = experiment.chunk_size if chunk_size is None else chunk_size
+    if columns is not None:
+        columns = check_columns(columns, len(experiment.train))
     if (order_variant, chunk_size, precision) == ("kept", experiment.chunk_size, "float64"):
-        return experiment.scores("leave_one_out", configs), 0.0
+        return restricted(experiment.scores("leave_one_out", configs), columns), 0.0
     scores, seconds = [], 0.0
     for config in configs:
         key = {**experiment._model_key(config), "method": "leave_one_out",
                "revision": REVISIONS["leave_one_out"], "order_variant": order_variant,
                "retraining_chunk": chunk_size}
+        if columns is not None:
+            key["columns"] = columns
 
         def compute(config: TrainConfig = config) -> dict[str, Any]:
             model = experiment.models([config])[0]
             value, spent = _timed(lambda: loo_variants(
                 model, experiment.train, experiment.test, order_variant=order_variant,
-                chunk_size=chunk_size, device=experiment.device, progress=experiment.progress))
+                chunk_size=chunk_size, device=experiment.device, progress=experiment.progress,
+                columns=columns))
             return {**{p: torch.from_numpy(v) for p, v in value.items()}, "seconds": spent}
 
         entry = experiment.cache.get_or_compute("loo_variant", key, compute)
@@ -523,7 +527,7 @@ def response_target_scores(
     damping: float = AUTO_DAMPING_MARGIN,
 ) -> tuple[list[np.ndarray], float]:
     """:func:`response_scores` for each config's model, cached; and the seconds it cost."""
-    columns = _check_columns(columns, len(experiment.train))
+    columns = check_columns(columns, len(experiment.train))
     scores, seconds = [], 0.0
     for config in configs:
         key = {**experiment._model_key(config), "target": target, "columns": columns,
@@ -543,6 +547,32 @@ def response_target_scores(
 
 
 # --------------------------------------------------------------------------- metrics, verdicts
+
+
+def draw_columns(n: int, count: int | None, seed: int = 0) -> list[int] | None:
+    """``count`` distinct training indices in ``[0, n)``, drawn with ``seed`` and sorted; None
+    (every example) when ``count`` is None.
+
+    Page 7 scores its leave-one-out variants on such a subset at the paper's scale: each variant
+    costs one retraining per column, and the correlations over a random subset of columns
+    estimate those over all of them.
+
+    Raises
+    ------
+    ValueError
+        If ``count`` is not an integer in ``[2, n]`` (or None).
+    """
+    if count is None:
+        return None
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or not 2 <= count <= n:
+        raise ValueError(f"the number of columns must be None or an integer in [2, {n}]; got "
+                         f"{count!r}")
+    return sorted(np.random.default_rng(seed).choice(n, int(count), replace=False).tolist())
+
+
+def restricted(scores: Sequence[np.ndarray], columns: Sequence[int] | None) -> list[np.ndarray]:
+    """Each score matrix's ``columns`` (all of them when None)."""
+    return [s if columns is None else s[:, list(columns)] for s in scores]
 
 
 def between_runs(scores: Sequence[np.ndarray], q: float = 90.0) -> dict[str, float]:
@@ -614,30 +644,36 @@ def seed_configs(base: TrainConfig, seeds: Sequence[int]) -> list[TrainConfig]:
     return [replace(base, init_seed=s) for s in seeds]
 
 
-def baseline_rows(experiment: Experiment, configs: Sequence[TrainConfig]) -> pd.DataFrame:
-    """Our Table 1 cells for leave-one-out and influence functions (page 2's cache entries)."""
-    rows = [_row("baseline", "ours", LOO, BETWEEN, between_runs(experiment.scores(LOO, configs))),
+def baseline_rows(experiment: Experiment, configs: Sequence[TrainConfig],
+                  columns: Sequence[int] | None = None) -> pd.DataFrame:
+    """Our Table 1 cells for leave-one-out and influence functions (page 2's cache entries),
+    leave-one-out's over ``columns`` only when given (see :func:`draw_columns`)."""
+    loo = restricted(experiment.scores(LOO, configs), columns)
+    rows = [_row("baseline", "ours", LOO, BETWEEN, between_runs(loo)),
             _row("baseline", "ours", IF, BETWEEN,
                  between_runs(experiment.scores(IF, configs, damping="auto")))]
     return pd.DataFrame(rows)
 
 
 def precision_and_noise_rows(
-    experiment: Experiment, configs: Sequence[TrainConfig], noise_chunk: int
+    experiment: Experiment, configs: Sequence[TrainConfig], noise_chunk: int,
+    columns: Sequence[int] | None = None,
 ) -> pd.DataFrame:
     """Causes 1 and 3 from one set of retrainings batched in chunks of ``noise_chunk``.
 
     Loss precision: the stability of leave-one-out whose differences are taken in float32, and in
     float64 from the same retrainings. Noise floor: the agreement of our leave-one-out with the
     same retrainings batched otherwise (identical seeds, other float32 rounding), the most that
-    two computations of leave-one-out can agree.
+    two computations of leave-one-out can agree. ``columns``: over those training examples only.
     """
     if noise_chunk == experiment.chunk_size:
         raise ValueError(f"noise_chunk must differ from the experiment's chunk_size "
                          f"({experiment.chunk_size}), or the two computations are the same")
-    f32, seconds = loo_scores(experiment, configs, chunk_size=noise_chunk, precision="float32")
-    f64, _ = loo_scores(experiment, configs, chunk_size=noise_chunk, precision="float64")
-    ours = experiment.scores(LOO, configs)
+    f32, seconds = loo_scores(experiment, configs, chunk_size=noise_chunk, precision="float32",
+                              columns=columns)
+    f64, _ = loo_scores(experiment, configs, chunk_size=noise_chunk, precision="float64",
+                        columns=columns)
+    ours = restricted(experiment.scores(LOO, configs), columns)
     return pd.DataFrame([
         _row("1. loss precision", "float32 loss differences", LOO, BETWEEN, between_runs(f32),
              seconds),
@@ -654,6 +690,7 @@ def order_rows(
     configs: Sequence[TrainConfig],
     joint: Sequence[str] = ("redrawn",),
     joint_configs: Sequence[TrainConfig] | None = None,
+    columns: Sequence[int] | None = None,
 ) -> pd.DataFrame:
     """Cause 2: the order of the remaining examples in each retraining.
 
@@ -662,19 +699,20 @@ def order_rows(
     initialisation. Each variant in ``joint`` is also measured with one seed for everything
     (order seed = init seed), as ``torch.manual_seed(seed)`` before a shuffling DataLoader sets
     both: a change of initialisation then also changes every order. ``joint_configs`` (``configs``
-    by default) are the runs of that protocol, before their order seeds are set.
+    by default) are the runs of that protocol, before their order seeds are set. ``columns``:
+    over those training examples only.
     """
-    ours = experiment.scores(LOO, configs)
+    ours = restricted(experiment.scores(LOO, configs), columns)
     rows = []
     for variant, change in (("redrawn", "order re-drawn over n-1 (DataLoader)"),
                             ("fresh", "a fresh order per retraining")):
-        scores, seconds = loo_scores(experiment, configs, order_variant=variant)
+        scores, seconds = loo_scores(experiment, configs, order_variant=variant, columns=columns)
         rows += [_row("2. order of the rest", change, LOO, BETWEEN, between_runs(scores), seconds),
                  _row("2. order of the rest", change, LOO, "agreement with ours, same model",
                       agreement(scores, ours))]
     one_seed = [replace(c, order_seed=c.init_seed) for c in (joint_configs or configs)]
     for variant in joint:
-        scores, seconds = loo_scores(experiment, one_seed, order_variant=variant)
+        scores, seconds = loo_scores(experiment, one_seed, order_variant=variant, columns=columns)
         change = {"kept": "kept order", "redrawn": "order re-drawn over n-1 (DataLoader)",
                   "fresh": "a fresh order per retraining"}[variant]
         rows.append(_row("2. order of the rest", f"{change}, one seed for init and order", LOO,
@@ -688,11 +726,14 @@ def convergence(
     seeds: Sequence[int],
     long_epochs: Sequence[int],
     long_loo_seeds: Sequence[int],
+    columns: Sequence[int] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Cause 4: longer training, ``base.epochs`` (ours) against each of ``long_epochs``.
 
     Leave-one-out at ``long_epochs[k]`` uses the first ``long_loo_seeds[k]`` seeds (its cost grows
-    with the epochs; 0 leaves it out at that length); influence functions use every seed.
+    with the epochs; 0 leaves it out at that length); influence functions use every seed. With
+    ``columns``, leave-one-out at every length retrains only for those examples (at
+    ``base.epochs``, page 2's matrices restricted to them).
 
     Returns
     -------
@@ -713,8 +754,13 @@ def convergence(
         for method, n_runs in ((LOO, n_loo), (IF, len(configs))):
             if n_runs == 0:
                 continue
-            options = {"damping": "auto"} if method == IF else {}
-            metrics = between_runs(experiment.scores(method, configs[:n_runs], **options))
+            if method == IF:
+                scores = experiment.scores(IF, configs, damping="auto")
+            elif epochs == base.epochs or columns is None:  # page 2's, or every column
+                scores = restricted(experiment.scores(LOO, configs[:n_runs]), columns)
+            else:
+                scores = experiment.scores(LOO, configs[:n_runs], columns=list(columns))
+            metrics = between_runs(scores)
             curve.append({"epochs": epochs, "method": method, **metrics,
                           "train_objective": float(np.mean(objective)),
                           "test_accuracy": float(np.mean(accuracies))})
@@ -810,7 +856,7 @@ def target_rows(
     n = len(experiment.train)
     if not 2 <= n_columns <= n:
         raise ValueError(f"n_columns must lie in [2, {n}]; got {n_columns}")
-    columns = sorted(np.random.default_rng(column_seed).choice(n, n_columns, replace=False).tolist())
+    columns = draw_columns(n, n_columns, column_seed)
     loo = [s[:, columns] for s in experiment.scores(LOO, configs)]
     hess = [s[:, columns] for s in experiment.scores(IF, configs, damping="auto")]
     ggn_all, _ = influence_scores(experiment, configs, [("gauss_newton", True, "auto")])
@@ -942,7 +988,8 @@ def closing_note(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def order_diagnostics(experiment: Experiment, configs: Sequence[TrainConfig]) -> pd.DataFrame:
+def order_diagnostics(experiment: Experiment, configs: Sequence[TrainConfig],
+                      columns: Sequence[int] | None = None) -> pd.DataFrame:
     """What each order variant's leave-one-out measures: the mean over test examples of the
     correlation of a row of scores with the index of the left-out example, and the median score
     magnitude (after :func:`order_rows`, from the cache).
@@ -950,11 +997,12 @@ def order_diagnostics(experiment: Experiment, configs: Sequence[TrainConfig]) ->
     A shuffling ``DataLoader`` re-seeded for every retraining draws the same permutation of the
     n - 1 positions each time, so the retraining without ``i`` sees every example after ``i``
     one position earlier: its order changes smoothly with ``i``, and the scores follow ``i``.
+    ``columns``: over those training examples only.
     """
-    index = np.arange(len(experiment.train))
+    index = np.arange(len(experiment.train)) if columns is None else np.asarray(columns)
     rows = []
     for variant in ("kept", "redrawn", "fresh"):
-        scores, _ = loo_scores(experiment, configs, order_variant=variant)
+        scores, _ = loo_scores(experiment, configs, order_variant=variant, columns=columns)
         trend = [np.mean([np.corrcoef(row, index)[0, 1] for row in s]) for s in scores]
         rows.append({"order": variant, "correlation_with_index": float(np.mean(trend)),
                      "median_abs_score": float(np.median([np.median(np.abs(s)) for s in scores]))})

@@ -204,11 +204,13 @@ class Experiment:
             One of :data:`infcore.methods.METHODS`.
         configs : sequence of TrainConfig
         **options
-            Passed to the method (e.g. ``damping`` for ``influence_function``).
+            Passed to the method (e.g. ``damping`` for ``influence_function``, ``columns`` for
+            ``leave_one_out``), and part of the cache key.
 
         Returns
         -------
-        list of ndarray of shape (n_test, n_train)
+        list of ndarray of shape (n_test, n_train) (``leave_one_out`` with ``columns``:
+        (n_test, len(columns)))
         """
         check_methods([method])
         value_options = {k: v for k, v in options.items() if k not in _EXECUTION_OPTIONS}

@@ -48,6 +48,13 @@ def _integer(minimum: int) -> Rule:
     return rule
 
 
+def _optional_integer(minimum: int) -> Rule:
+    def rule(name: str, value: Any) -> None:
+        if value is not None and (not _is_int(value) or value < minimum):
+            raise ParameterError(f"{name} must be None or an integer >= {minimum}; got {value!r}")
+    return rule
+
+
 def _even_count(name: str, value: Any) -> None:
     if not _is_int(value) or value < 2 or value % 2:
         raise ParameterError(f"{name} must be a positive even integer (half per class); got {value!r}")
@@ -277,6 +284,8 @@ def _why_they_differ(p: Mapping[str, Any]) -> None:
         raise ParameterError(f"noise_chunk must differ from chunk_size={p['chunk_size']}: the "
                              "noise floor compares two batchings of the same retrainings")
     _at_most("target_columns", p["target_columns"], p["n_train"], "the training examples")
+    if p["loo_columns"] is not None:
+        _at_most("loo_columns", p["loo_columns"], p["n_train"], "the training examples")
 
 
 def _nothing(p: Mapping[str, Any]) -> None:
@@ -324,7 +333,7 @@ PAGES: dict[str, tuple[dict[str, Rule], Callable[[Mapping[str, Any]], None]]] = 
         "seeds": _integers(0, least=2), "long_epochs": _integers(1, least=1),
         "long_loo_seeds": _integer_list(0), "variant_seeds": _integer(2), "noise_chunk": _integer(1), "dampings": _dampings,
         "joint_orders": _names(ORDER_VARIANTS), "target_columns": _integer(2),
-        "target_steps": _integer(1)}, _why_they_differ),
+        "target_steps": _integer(1), "loo_columns": _optional_integer(2)}, _why_they_differ),
     "06_paper_scale": ({"results_path": _text("a folder path", optional=False)}, _nothing),
     "09_your_model": ({"n_train": _integer(2), "n_test": _integer(1), "data_seed": _integer(0),
                        "hidden": _integer(1), "steps": _integer(1), "lr": _number(positive=True),

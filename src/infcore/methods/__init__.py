@@ -58,7 +58,8 @@ def compute_scores(
 
     Returns
     -------
-    scores : ndarray of shape (n_test, n_train), float64
+    scores : ndarray of shape (n_test, n_train), float64 (``leave_one_out`` with ``columns``:
+        (n_test, len(columns)))
 
     Raises
     ------

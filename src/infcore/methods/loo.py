@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -27,8 +27,10 @@ def leave_one_out(
     n_jobs: int | None = None,
     retrain: Callable[[Split], TrainedModel] | None = None,
     share_prefix: bool = True,
+    columns: Sequence[int] | None = None,
 ) -> np.ndarray:
-    """``loss_without_i(t) - loss_with_all(t)`` for every training example ``i``.
+    """``loss_without_i(t) - loss_with_all(t)`` for every training example ``i`` (or those in
+    ``columns``).
 
     One model per training example is retrained with ``trained.config`` (same initialisation, same
     order of the remaining examples), ``chunk_size`` models at a time with
@@ -67,25 +69,33 @@ def leave_one_out(
         Start each retraining at the first batch that holds its left-out example (True), or from
         the initialisation (False). The scores are the same up to float32 rounding; False is the
         plain definition, kept to measure what sharing saves.
+    columns : sequence of int, optional
+        Only these training examples are left out, one retraining each (distinct indices in
+        ``[0, n_train)``); column ``k`` of the result is ``columns[k]``'s score. A leave-one-out
+        matrix costs one retraining per column, so a subset costs its share of the full matrix.
+        Its scores are the full matrix's columns up to float32 rounding (the retrainings are
+        batched in other company). None: every example.
 
     Returns
     -------
-    scores : ndarray of shape (n_test, n_train), float64
+    scores : ndarray of shape (n_test, n_train), or (n_test, len(columns)); float64
 
     Raises
     ------
     MissingPartError
         When ``trained`` has no config and no ``retrain`` is given.
     ValueError
-        When ``trained`` left out an example or was trained on a subset of ``train``.
+        When ``trained`` left out an example or was trained on a subset of ``train``, or when
+        ``columns`` are not distinct training indices.
     """
+    examples = list(range(len(train))) if columns is None else check_columns(columns, len(train))
     if retrain is not None:
         with_all = test_loss(trained, test)
-        columns = []
-        for i in tqdm(range(len(train)), disable=not progress, desc="leave_one_out"):
+        differences = []
+        for i in tqdm(examples, disable=not progress, desc="leave_one_out"):
             kept = torch.cat([torch.arange(i), torch.arange(i + 1, len(train))])
-            columns.append(test_loss(retrain(train.subset(kept)), test) - with_all)
-        return torch.stack(columns, dim=1).numpy()
+            differences.append(test_loss(retrain(train.subset(kept)), test) - with_all)
+        return torch.stack(differences, dim=1).numpy()
     if trained.config is None:
         raise MissingPartError(
             "leave_one_out retrains the model without each training example: this model was not "
@@ -105,7 +115,7 @@ def leave_one_out(
         )
     retrained = retrain_without_each(trained, train, chunk_size=chunk_size, progress=progress,
                                      device=device, backend=backend, n_jobs=n_jobs,
-                                     share_prefix=share_prefix)
+                                     share_prefix=share_prefix, columns=examples)
     test_losses = float64_losses(trained.model, test, loss=trained.loss)
     with_all = test_losses(trained.params)
     # evaluated a few models at a time (see float64_losses), in the order of the examples
@@ -126,8 +136,10 @@ def retrain_without_each(
     n_jobs: int | None = None,
     share_prefix: bool = True,
     order_variant: str = "kept",
+    columns: Sequence[int] | None = None,
 ) -> list[TrainedModel]:
-    """The retrainings of :func:`leave_one_out`: ``trained.config`` without each training example.
+    """The retrainings of :func:`leave_one_out`: ``trained.config`` without each training example
+    (or each of ``columns``, distinct training indices).
 
     With the kept order (``order_variant="kept"``) and ``share_prefix``, each retraining starts at
     the first batch that holds its example, from the full run's weights, and the retrainings are
@@ -136,25 +148,47 @@ def retrain_without_each(
 
     Returns
     -------
-    list of n_train TrainedModel: entry ``i`` leaves out example ``i``
+    list of TrainedModel: entry ``k`` leaves out example ``k`` (``columns[k]`` with ``columns``)
     """
     check_order_variant(order_variant)
     config, n = trained.config, len(train)
+    examples = list(range(n)) if columns is None else check_columns(columns, n)
     if share_prefix and order_variant == "kept":
-        first = first_batches(config, n)
+        first = first_batches(config, n)[examples]
         states = first_epoch_states(config, train, int(first.max()), model=trained.model,
                                     device=device)
-        order = torch.argsort(first, stable=True).tolist()
-        starts = [(int(first[i]), states[int(first[i])]) for i in order]
+        ranks = torch.argsort(first, stable=True).tolist()
+        starts = [(int(first[k]), states[int(first[k])]) for k in ranks]
     else:
-        order, starts = list(range(n)), None
-    retrained = train_many([config] * n, train, model=trained.model, exclude=order, device=device,
+        ranks, starts = list(range(len(examples))), None
+    retrained = train_many([config] * len(examples), train, model=trained.model,
+                           exclude=[examples[k] for k in ranks], device=device,
                            chunk_size=chunk_size, progress=progress, backend=backend,
                            n_jobs=n_jobs, starts=starts, order_variant=order_variant)
-    by_example: list[TrainedModel | None] = [None] * n
-    for i, model in zip(order, retrained):
-        by_example[i] = model
-    return by_example
+    by_column: list[TrainedModel | None] = [None] * len(examples)
+    for k, model in zip(ranks, retrained):
+        by_column[k] = model
+    return by_column
+
+
+def check_columns(columns: Sequence[int], n: int) -> list[int]:
+    """``columns`` as a list of ints, checked to be distinct training indices in ``[0, n)``.
+
+    Raises
+    ------
+    ValueError
+        When one is out of range, repeated or not an integer, or when there is none.
+    """
+    values = list(columns)
+    valid = bool(values) and all(isinstance(c, (int, np.integer)) and not isinstance(c, bool)
+                                 for c in values)
+    if valid:
+        values = [int(c) for c in values]
+        valid = len(set(values)) == len(values) and all(0 <= c < n for c in values)
+    if not valid:
+        raise ValueError(f"columns must be distinct integer training indices in [0, {n - 1}], at "
+                         f"least one; got {values[:10]}")
+    return values
 
 
 def first_batches(config: TrainConfig, n: int) -> torch.Tensor:
