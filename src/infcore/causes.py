@@ -554,8 +554,10 @@ def draw_columns(n: int, count: int | None, seed: int = 0) -> list[int] | None:
     (every example) when ``count`` is None.
 
     Page 7 scores its leave-one-out variants on such a subset at the paper's scale: each variant
-    costs one retraining per column, and the correlations over a random subset of columns
-    estimate those over all of them.
+    costs one retraining per column. Compare only numbers over the same columns: a Pearson
+    correlation over a subset is not an estimate of the one over all columns (a few large scores
+    carry much of a row's variance), and another draw gives another value (DESIGN.md measures
+    both).
 
     Raises
     ------
