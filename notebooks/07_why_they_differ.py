@@ -154,10 +154,11 @@ if at_scale is not None:
 # correlates at {glue:text}`s_redrawn_joint:.3f` (re-drawn) and {glue:text}`s_fresh_joint:.3f`
 # (fresh) between initialisations, against the paper's {glue:text}`paper_loo:.3f`.
 #
-# **Much longer training passes the halfway threshold**: leave-one-out correlates at
+# **Much longer training {glue:text}`s_e50_headline`**: leave-one-out correlates at
 # {glue:text}`s_e20_loo:.3f` after 20 epochs ({glue:text}`s_e20_pairs` pairs of seeds) and at
-# {glue:text}`s_e50_loo:.3f` after 50 ({glue:text}`s_e50_pairs`), while the training objective
-# barely changes between 20 and 50 epochs. The two other targets, warm-start
+# {glue:text}`s_e50_loo:.3f` after 50 ({glue:text}`s_e50_pairs`), against the threshold of
+# {glue:text}`s_loo_half:.3f`, while the training objective barely changes between 20 and 50
+# epochs. The two other targets, warm-start
 # leave-one-out and the PBRF, are more stable than any leave-one-out variant on this page
 # ({glue:text}`s_warm:.3f` and {glue:text}`s_pbrf:.3f` between
 # initialisations; ours, on the same training examples: {glue:text}`s_cols:.3f`). They agree with
@@ -191,8 +192,8 @@ if at_scale is not None:
 # differ in both initialisation and order, yet their leave-one-out scores correlate at
 # {glue:text}`paper_t2_loo:.3f` (MNIST), more than Table 1's pairs that differ in the
 # initialisation alone. So this is one protocol that reproduces the number, not evidence that the
-# paper used it; under it, leave-one-out mostly measures the order each retraining drew. Much
-# longer training lowers leave-one-out's stability as well. The
+# paper used it; under it, leave-one-out mostly measures the order each retraining drew.
+# {glue:text}`s_e50_summary` The
 # paper's influence-function number is reproduced by none of the candidates tested here, on a
 # damping grid that stops at 1.01 times the critical value.
 
@@ -254,6 +255,15 @@ if at_scale is not None:
     # The prose above words what the paper-scale run found; a run that finds otherwise must
     # reword it.
     loo_half = causes.halfway(float(base_rows[LOO]), causes.PAPER[LOO]["pearson"])
+    # the longest training is worded from its numbers: one pair of seeds passed the threshold
+    # in an earlier run, six pairs over a subset of the examples did not
+    e50_moves = numbers["s_e50_loo"] <= loo_half
+    glue("s_loo_half", loo_half, display=False)
+    glue("s_e50_headline", "passes the halfway threshold" if e50_moves
+         else "does not reach the halfway threshold", display=False)
+    glue("s_e50_summary", "Much longer training brings leave-one-out past the halfway threshold "
+         "as well." if e50_moves else "Much longer training does not bring leave-one-out near "
+         "the paper's value.", display=False)
     if_verdicts = scale_summary.verdict.str.contains("IF: " + causes.MOVES, regex=False)
     prose = {
         "float32 changes leave-one-out's stability by < 0.05":
@@ -264,7 +274,6 @@ if at_scale is not None:
         "same order seed: the variants do not move": min(numbers["s_redrawn"], numbers["s_fresh"]) > loo_half,
         "one seed: both variants move": max(numbers["s_redrawn_joint"], numbers["s_fresh_joint"]) <= loo_half,
         "20 epochs does not move leave-one-out": numbers["s_e20_loo"] > loo_half,
-        "50 epochs makes leave-one-out less stable than 20": numbers["s_e50_loo"] < numbers["s_e20_loo"],
         "warm start and PBRF do not move": min(numbers["s_warm"], numbers["s_pbrf"]) > loo_half,
         "no influence-function change moves": not if_verdicts.any(),
         "damping near the critical value is the least stable point":
@@ -279,7 +288,6 @@ if at_scale is not None:
         "the paper's Table 2 LOO is above its Table 1 LOO": numbers["paper_t2_loo"] > causes.PAPER[LOO]["pearson"],
         "kept-order scores are the smallest by far":
             numbers["s_kept_median"] * 10 < min(numbers["s_redrawn_median"], numbers["s_fresh_median"]),
-        "50 epochs moves leave-one-out past halfway": numbers["s_e50_loo"] <= loo_half,
     }
     wrong = [text for text, holds in prose.items() if not holds]
     assert not wrong, f"the prose of this page does not describe these results: {wrong}"
