@@ -21,23 +21,24 @@ def task():
     return train(config, train_split), train_split, test_split
 
 
+def _float64_losses(trained, params, test_split):
+    """Oracle: the float64 formula (-log softmax) of the test examples under ``params``."""
+    with torch.no_grad():
+        logits = functional_call(trained.model, {k: v.double() for k, v in params.items()},
+                                 (test_split.x.double(),))
+    return -logits.log_softmax(dim=1)[torch.arange(len(test_split)), test_split.y]
+
+
 def test_leave_one_out_matches_sequential_retraining(task):
     trained, train_split, test_split = task
     scores = leave_one_out(trained, train_split, test_split, chunk_size=8)
     assert scores.shape == (10, 20) and scores.dtype == np.float64
-    # oracle: the float64 formula (-log softmax) on weights of one sequential retraining
-    def losses(params):
-        with torch.no_grad():
-            logits = functional_call(trained.model, {k: v.double() for k, v in params.items()},
-                                     (test_split.x.double(),))
-        return -logits.log_softmax(dim=1)[torch.arange(len(test_split)), test_split.y]
-
-    with_all = losses(trained.params)
+    with_all = _float64_losses(trained, trained.params, test_split)
     for i in (0, 7, 19):
         retrained = train(trained.config, train_split, exclude=i)
         # batched and sequential retraining agree to float32 rounding of the weights
-        np.testing.assert_allclose(scores[:, i], (losses(retrained.params) - with_all).numpy(),
-                                   rtol=0, atol=1e-6)
+        without = _float64_losses(trained, retrained.params, test_split)
+        np.testing.assert_allclose(scores[:, i], (without - with_all).numpy(), rtol=0, atol=1e-6)
 
 
 def test_leave_one_out_needs_a_model_trained_on_everything(task):
@@ -105,18 +106,11 @@ def test_leave_one_out_on_columns_matches_sequential_retraining(task, share_pref
     scores = leave_one_out(trained, train_split, test_split, chunk_size=3, columns=columns,
                            share_prefix=share_prefix)
     assert scores.shape == (10, 4) and scores.dtype == np.float64
-
-    def losses(params):
-        with torch.no_grad():
-            logits = functional_call(trained.model, {k: v.double() for k, v in params.items()},
-                                     (test_split.x.double(),))
-        return -logits.log_softmax(dim=1)[torch.arange(len(test_split)), test_split.y]
-
+    with_all = _float64_losses(trained, trained.params, test_split)
     for k, i in enumerate(columns):
         retrained = train(trained.config, train_split, exclude=i)
-        np.testing.assert_allclose(scores[:, k],
-                                   (losses(retrained.params) - losses(trained.params)).numpy(),
-                                   rtol=0, atol=1e-6)
+        without = _float64_losses(trained, retrained.params, test_split)
+        np.testing.assert_allclose(scores[:, k], (without - with_all).numpy(), rtol=0, atol=1e-6)
     assert np.abs(scores).max() > 1e-3
 
 
