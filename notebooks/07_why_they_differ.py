@@ -433,7 +433,7 @@ display(order_table)
 # the models; leave-one-out at the longest training uses fewer seeds, because it costs as much per
 # epoch as the training itself times the number of examples.
 
-# %% tags=["remove-stderr"] tolerance="correlation"
+# %% tags=["remove-stderr"] tolerance={"default": "correlation", "top_overlap": "percent"}
 glue("long_epochs", ", ".join(str(e) for e in long_epochs) + " epochs", display=False)
 with causes.timed(timings, "4. convergence"):
     rows, epochs_table = causes.convergence(experiment, base, seeds, long_epochs, long_loo_seeds,
