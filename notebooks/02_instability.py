@@ -363,7 +363,7 @@ display(pd.DataFrame([sensitivity]).round(4))
 # differences {glue:text}`loo_noise_p95:.2e` (largest {glue:text}`loo_noise_max:.2e`), and
 # {glue:text}`loo_share_below:.1%` of the scores are smaller than that percentile.
 
-# %% tolerance={"default": "noise", "median_abs_loo": "magnitude", "loo_median": "magnitude", "share_below_noise": "correlation", "loo_share_below": "correlation"}
+# %% tolerance={"default": "noise", "noise_max": "noise_tail", "loo_noise_max": "noise_tail", "median_abs_loo": "magnitude", "loo_median": "magnitude", "share_below_noise": "correlation", "loo_share_below": "correlation"}
 if "leave_one_out" in methods:
     resolution = experiments.loo_resolution(runs["mnist"], base)
 else:  # not scored in this run: the numbers above read nan
