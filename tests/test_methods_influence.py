@@ -15,6 +15,7 @@ from torch.func import hessian as torch_hessian
 from infcore.data import Split
 from infcore.methods.influence import (
     AUTO_DAMPING_MARGIN,
+    _layer_chunks,
     hessian,
     influence_function,
     smallest_working_damping,
@@ -58,6 +59,53 @@ def test_hessian_matches_torch_func_hessian():
     result = hessian(model, params, data, 0.01, chunk_size=5)
     assert result.shape == (flat.numel(), flat.numel())
     torch.testing.assert_close(result, expected, rtol=0, atol=1e-10)
+
+
+def test_later_layers_take_larger_chunks_with_the_same_hessian():
+    model = TinyNet().double()
+    params = {k: p.detach().clone() for k, p in model.named_parameters()}
+    generator = torch.Generator().manual_seed(1)
+    data = Split(torch.rand(12, 1, 6, 6, generator=generator, dtype=torch.float64),
+                 torch.randint(0, 2, (12,), generator=generator))
+    # outputs per example: conv 2x4x4 = 32, fc1 4, fc2 2, so from each layer on 38, 6 and 2;
+    # chunks 5, 5 * sqrt(38 / 6) = 12.6 and 5 * sqrt(38 / 2) = 21.8, the last capped at fc2's 8
+    layers = [["conv.weight", "conv.bias"], ["fc1.weight", "fc1.bias"], ["fc2.weight"]]
+    assert _layer_chunks(model, params, data, layers, 5) == [5, 13, 8]
+    one_at_a_time = hessian(model, params, data, 0.01, chunk_size=1)
+    torch.testing.assert_close(hessian(model, params, data, 0.01, chunk_size=5), one_at_a_time,
+                               rtol=0, atol=1e-12)
+
+
+class _FunctionalHead(nn.Module):
+    """A submodule whose parameters the forward pass uses directly, without calling it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 4)
+        self.head = nn.Linear(4, 2, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(torch.relu(self.fc(x)), self.head.weight)
+
+
+def test_a_parameter_outside_called_modules_keeps_the_chunk_size():
+    torch.manual_seed(0)
+    model = _FunctionalHead().double()
+    params = {k: p.detach().clone() for k, p in model.named_parameters()}
+    data = Split(torch.randn(10, 3, dtype=torch.float64), torch.randint(0, 2, (10,)))
+    layers = [["fc.weight", "fc.bias"], ["head.weight"]]
+    assert _layer_chunks(model, params, data, layers, 3) == [3, 3]
+    names = list(params)
+    flat = torch.cat([params[k].reshape(-1) for k in names])
+
+    def objective(theta):
+        pieces = theta.split([params[k].numel() for k in names])
+        unflat = {k: v.reshape(params[k].shape) for k, v in zip(names, pieces)}
+        logits = functional_call(model, unflat, (data.x,))
+        return F.cross_entropy(logits, data.y) + 0.5 * 0.01 * (theta * theta).sum()
+
+    torch.testing.assert_close(hessian(model, params, data, 0.01, chunk_size=3),
+                               torch_hessian(objective)(flat), rtol=0, atol=1e-10)
 
 
 # --- a convex model: softmax regression with two logits, no bias, L2 penalty ---
