@@ -154,11 +154,11 @@ def hessian(
         Coefficient of the L2 term, >= 0 (``TrainConfig.weight_decay``: the update adds
         ``weight_decay * theta``, the gradient of ``weight_decay / 2 * ||theta||^2``).
     chunk_size : int
-        Basis vectors per vectorised Hessian-vector product in the first layer, >= 1; a later
-        layer takes proportionally more, so that each chunk needs about the same memory (see
-        :func:`_layer_chunks`; for ``SmallCNN``, 16, 37, 200 and all 32 directions of its
-        four layers). The memory grows with ``chunk_size * len(data)``: for ``SmallCNN`` on 800
-        examples, about 0.75 GB at 16.
+        Basis vectors per vectorised Hessian-vector product in the first layer, >= 1. A later
+        layer, whose directions need memory only for the activations from that layer on, takes
+        ``chunk_size`` times the square root of how much less (for ``SmallCNN``: 16, 37, 200 and
+        all 32 directions of its four layers). The memory grows with ``chunk_size * len(data)``:
+        for ``SmallCNN`` on 800 examples, about 0.75 GB at 16.
     loss : callable
         Per-example loss (cross-entropy by default), see :func:`infcore.training.per_example_loss`.
 
