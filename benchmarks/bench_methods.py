@@ -33,6 +33,7 @@ import resource
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
@@ -41,7 +42,8 @@ from torch.func import grad, jvp, vmap
 from infcore.data import Split, load_mnist
 from infcore.methods import hessian, influence_function, tracin_cp, tracin_ideal
 from infcore.methods import tracin as tracin_module
-from infcore.methods.influence import _layers, _tail_columns, smallest_working_damping
+from infcore.methods import influence as influence_module
+from infcore.methods.influence import smallest_working_damping
 from infcore.training import (STATES_PER_CALL, TrainConfig, TrainedModel, float64_losses,
                               losses_float64, per_example_loss, train)
 
@@ -93,14 +95,15 @@ def all_parameter_hvp_seconds(
 
 
 def one_chunk_size_seconds(trained, data: Split, chunk_size: int) -> float:
-    """Seconds for the block Hessian's columns with ``chunk_size`` directions per chunk in every
-    layer (before later layers took larger chunks)."""
-    params = {name: p.detach() for name, p in trained.params.items()}
-    start, first = time.perf_counter(), 0
-    for layer in _layers(list(params)):
-        _tail_columns(trained.model, params, data, trained.config.weight_decay, first, len(layer),
-                      chunk_size, trained.loss)
-        first += len(layer)
+    """Seconds for ``hessian`` with ``chunk_size`` directions per chunk in every layer (before
+    later layers took larger chunks)."""
+    def same_chunks(model, params, data, layers, chunk_size):
+        return [chunk_size] * len(layers)
+
+    start = time.perf_counter()
+    with mock.patch.object(influence_module, "_layer_chunks", same_chunks):
+        hessian(trained.model, trained.params, data, trained.config.weight_decay,
+                chunk_size=chunk_size)
     return time.perf_counter() - start
 
 

@@ -40,33 +40,41 @@ class TinyNet(nn.Module):
         return self.fc2(torch.relu(self.fc1(h.flatten(1))))
 
 
-def test_hessian_matches_torch_func_hessian():
+def _tiny(seed: int) -> tuple[TinyNet, dict, Split]:
+    """TinyNet in float64, its parameters and 12 random images."""
     model = TinyNet().double()
     params = {k: p.detach().clone() for k, p in model.named_parameters()}
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator().manual_seed(seed)
     data = Split(torch.rand(12, 1, 6, 6, generator=generator, dtype=torch.float64),
                  torch.randint(0, 2, (12,), generator=generator))
+    return model, params, data
+
+
+def _reference_hessian(model: nn.Module, params: dict, data: Split, weight_decay: float):
+    """``torch.func.hessian`` of the mean cross-entropy plus the L2 term, over all parameters
+    flattened in the order of ``params``."""
     names = list(params)
-    flat = torch.cat([params[k].reshape(-1) for k in names])
 
     def objective(theta):
         pieces = theta.split([params[k].numel() for k in names])
         unflat = {k: v.reshape(params[k].shape) for k, v in zip(names, pieces)}
         logits = functional_call(model, unflat, (data.x,))
-        return F.cross_entropy(logits, data.y) + 0.5 * 0.01 * (theta * theta).sum()
+        return F.cross_entropy(logits, data.y) + 0.5 * weight_decay * (theta * theta).sum()
 
-    expected = torch_hessian(objective)(flat)
+    return torch_hessian(objective)(torch.cat([params[k].reshape(-1) for k in names]))
+
+
+def test_hessian_matches_torch_func_hessian():
+    model, params, data = _tiny(0)
+    expected = _reference_hessian(model, params, data, 0.01)
     result = hessian(model, params, data, 0.01, chunk_size=5)
-    assert result.shape == (flat.numel(), flat.numel())
+    size = sum(p.numel() for p in params.values())
+    assert result.shape == (size, size)
     torch.testing.assert_close(result, expected, rtol=0, atol=1e-10)
 
 
 def test_later_layers_take_larger_chunks_with_the_same_hessian():
-    model = TinyNet().double()
-    params = {k: p.detach().clone() for k, p in model.named_parameters()}
-    generator = torch.Generator().manual_seed(1)
-    data = Split(torch.rand(12, 1, 6, 6, generator=generator, dtype=torch.float64),
-                 torch.randint(0, 2, (12,), generator=generator))
+    model, params, data = _tiny(1)
     # outputs per example: conv 2x4x4 = 32, fc1 4, fc2 2, so from each layer on 38, 6 and 2;
     # chunks 5, 5 * sqrt(38 / 6) = 12.6 and 5 * sqrt(38 / 2) = 21.8, the last capped at fc2's 8
     layers = [["conv.weight", "conv.bias"], ["fc1.weight", "fc1.bias"], ["fc2.weight"]]
@@ -95,17 +103,8 @@ def test_a_parameter_outside_called_modules_keeps_the_chunk_size():
     data = Split(torch.randn(10, 3, dtype=torch.float64), torch.randint(0, 2, (10,)))
     layers = [["fc.weight", "fc.bias"], ["head.weight"]]
     assert _layer_chunks(model, params, data, layers, 3) == [3, 3]
-    names = list(params)
-    flat = torch.cat([params[k].reshape(-1) for k in names])
-
-    def objective(theta):
-        pieces = theta.split([params[k].numel() for k in names])
-        unflat = {k: v.reshape(params[k].shape) for k, v in zip(names, pieces)}
-        logits = functional_call(model, unflat, (data.x,))
-        return F.cross_entropy(logits, data.y) + 0.5 * 0.01 * (theta * theta).sum()
-
     torch.testing.assert_close(hessian(model, params, data, 0.01, chunk_size=3),
-                               torch_hessian(objective)(flat), rtol=0, atol=1e-10)
+                               _reference_hessian(model, params, data, 0.01), rtol=0, atol=1e-10)
 
 
 # --- a convex model: softmax regression with two logits, no bias, L2 penalty ---
