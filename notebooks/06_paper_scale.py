@@ -43,18 +43,25 @@ validation.check_page("06_paper_scale", globals())
 
 # %%
 run = results.load_run(results.find(results_path))
-machine = run["machine"]
-glue("machine", f"{machine['cpu_count']} CPU cores ({machine.get('cpu', 'model not recorded')}; "
-     f"torch {machine['torch']}, {machine['torch_threads']} threads)", display=False)
-glue("total", results.duration(results.run_seconds(results.find(results_path))), display=False)
 pages = {name: entry for name, entry in run["notebooks"].items() if name in validation.PAGES}
-display(pd.DataFrame([{"page": name, "minutes": round(entry["seconds"] / 60, 1),
+machines = {name: results.describe_machine(machine)
+            for name, machine in results.page_machines(run).items() if name in pages}
+several = len(set(machines.values())) > 1  # a run resumed, or pages re-run, on another machine
+glue("where", "on the machines of the table's last column" if several
+     else f"on a machine with {next(iter(machines.values()))}", display=False)
+glue("total", results.duration(results.run_seconds(results.find(results_path))), display=False)
+table = pd.DataFrame([{"page": name, "minutes": round(entry["seconds"] / 60, 1),
                        "note": "see below" if "note" in entry else ""}
-                      for name, entry in pages.items()]).set_index("page"))
+                      for name, entry in pages.items()]).set_index("page")
+if several:
+    table["machine"] = pd.Series(machines)
+display(table)
 
 # %% [markdown]
-# The run took the times above, {glue:text}`total` in all, on a machine with
-# {glue:text}`machine`, computing on the CPU.
+# The run took the times above, {glue:text}`total` in all, {glue:text}`where`, computing on the
+# CPU. A page's time depends on its machine, even between two CPUs of the same name: torch picks
+# its kernels by what the CPU supports (AVX2 or AVX-512), and the README's time table says how much
+# that changed the time of a leave-one-out matrix on the machines we measured.
 # Everything it computes is cached, so an interrupted run resumes where it stopped; a page that
 # resumed from a cache filled by an earlier, interrupted run shows only the time of its last part.
 # The notes of the record say how:

@@ -43,6 +43,25 @@ def test_run_record_keeps_earlier_notebooks(tmp_path):
 
 
 
+def test_pages_run_on_another_machine_keep_each_its_own(tmp_path):
+    avx512 = {"cpu": "AMD EPYC", "cpu_capability": "AVX512", "cpu_count": 2, "torch": "2.14.1",
+              "torch_threads": 2}
+    avx2 = {**avx512, "cpu_capability": "AVX2"}
+    for page in ("01_chairs", "02_instability"):
+        results.record_notebook(tmp_path, page, {"seconds": 1.0}, {"profile": "paper", "machine": avx512})
+    assert "machine" not in results.load_run(tmp_path)["notebooks"]["01_chairs"]  # one machine so far
+    results.record_notebook(tmp_path, "02_instability", {"seconds": 2.0},
+                            {"profile": "paper", "machine": avx2})
+    results.record_notebook(tmp_path, "07_why_they_differ", {"seconds": 3.0},
+                            {"profile": "paper", "machine": avx2})
+    record = results.load_run(tmp_path)
+    assert record["machine"] == avx2
+    assert results.page_machines(record) == {"01_chairs": avx512, "02_instability": avx2,
+                                             "07_why_they_differ": avx2}
+    assert results.describe_machine(avx2) == "2 CPU cores (AMD EPYC, AVX2 kernels; torch 2.14.1, 2 threads)"
+    assert results.describe_machine({}) == "? CPU cores (model not recorded; torch ?, ? threads)"
+
+
 def test_run_seconds_adds_first_executions_and_leaves_out_reruns(tmp_path):
     for page, seconds in [("01_chairs", 5.0), ("02_instability", 1570.5),
                           ("02_instability_rerun", 44.0), ("07_why_they_differ", 3600.25)]:
@@ -183,6 +202,28 @@ def test_runbook_refuses_a_results_folder_of_another_profile_unless_overwrite(tm
     assert runbook.main(args + ["--overwrite"]) == 0
     record = results.load_run(out)
     assert record["profile"] == "quick" and list(record["notebooks"]) == ["00_tiny"]
+
+
+def test_overwrite_with_only_replaces_those_pages_and_keeps_the_others(tmp_path, capsys):
+    root = _tiny_repo(tmp_path)
+    out = tmp_path / "results"
+    for page, n in (("00_tiny", 800), ("00_tiny_rerun", 800), ("05_poisoning", 5)):
+        results.record_notebook(out, page, {"parameters": {"n": n}, "seconds": 9.0},
+                                {"profile": "quick"})
+    args = ["--root", str(root), "--results", str(out), "--quiet", "--only", "00_tiny",
+            "-p", "n", "3"]
+    assert runbook.main(args) == 2  # other parameters for 00_tiny: refused as before
+    assert "records 00_tiny with other parameters" in capsys.readouterr().err
+    assert runbook.main(args + ["--overwrite"]) == 0
+    record = results.load_run(out)
+    assert sorted(record["notebooks"]) == ["00_tiny", "05_poisoning"]  # the stale rerun is gone
+    assert record["notebooks"]["00_tiny"]["parameters"]["n"] == 3
+    assert record["notebooks"]["05_poisoning"] == {"parameters": {"n": 5}, "seconds": 9.0}
+    assert results.load_tables(out, ["squares"])["squares"].k2.tolist() == [0, 1, 4]
+    _recorded(tmp_path / "paper", "paper", {"n_train": 800})  # another profile: still refused
+    assert runbook.main(["--root", str(root), "--results", str(tmp_path / "paper"), "--quiet",
+                         "--only", "00_tiny", "--overwrite"]) == 2
+    assert "'paper' profile, not 'quick'" in capsys.readouterr().err
 
 
 def test_find_looks_in_parent_folders(tmp_path, monkeypatch):

@@ -175,7 +175,10 @@ def record_notebook(directory: str | Path, notebook: str, entry: Mapping[str, An
     entry : mapping
         What to record for this notebook (JSON-serialisable).
     run : mapping
-        Fields of the whole run (profile, machine, ...), updated in place of the old ones.
+        Fields of the whole run (profile, machine, ...), updated in place of the old ones. An
+        entry without a ``machine`` of its own ran on the record's machine: when ``run`` names
+        another machine (a run resumed, or a page re-run, elsewhere), the earlier entries keep
+        theirs (see :func:`page_machines`).
 
     Raises
     ------
@@ -189,6 +192,10 @@ def record_notebook(directory: str | Path, notebook: str, entry: Mapping[str, An
     if record.get("profile", run.get("profile")) != run.get("profile"):
         raise RunMismatch(f"{directory / RUN_FILE} records the {record['profile']!r} profile; "
                           f"not adding a {run.get('profile')!r} entry to it")
+    earlier = record.get("machine")
+    if earlier is not None and "machine" in run and run["machine"] != earlier:
+        for kept in record.get("notebooks", {}).values():
+            kept.setdefault("machine", earlier)
     record.update(run)
     record.setdefault("notebooks", {})[notebook] = dict(entry)
     text = (json.dumps(record, indent=2, sort_keys=True, default=str) + "\n").encode()
@@ -291,6 +298,51 @@ def duration(seconds: float) -> str:
     if seconds < 90 * 60:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+def forget_pages(directory: str | Path, notebooks: Iterable[str]) -> None:
+    """Remove the entries of ``notebooks`` (and of their ``NAME_rerun`` entries) from ``run.json``.
+
+    ``infcore.runbook --only PAGES --overwrite`` calls it before it executes those pages again, so
+    that the record never vouches for tables that are being replaced; the other pages' entries,
+    and the run's profile, stay. A folder without a record is left as it is.
+    """
+    directory = Path(directory)
+    if not (directory / RUN_FILE).exists():
+        return
+    record = load_run(directory)
+    gone = {name for notebook in notebooks for name in (notebook, f"{notebook}_rerun")}
+    record["notebooks"] = {name: entry for name, entry in record.get("notebooks", {}).items()
+                           if name not in gone}
+    text = (json.dumps(record, indent=2, sort_keys=True, default=str) + "\n").encode()
+    atomic_write(directory / RUN_FILE, lambda file: file.write(text))
+
+
+def page_machines(record: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The machine each page of a run record ran on: its own, else the record's.
+
+    Parameters
+    ----------
+    record : mapping
+        A run record (:func:`load_run`).
+
+    Returns
+    -------
+    dict of notebook name to its machine (an empty dict where neither records one)
+    """
+    default = record.get("machine", {})
+    return {name: dict(entry.get("machine", default))
+            for name, entry in record.get("notebooks", {}).items()}
+
+
+def describe_machine(machine: Mapping[str, Any]) -> str:
+    """A machine of :func:`page_machines` in words, e.g. ``"2 CPU cores (AMD EPYC, AVX2 kernels;
+    torch 2.14.1, 2 threads)"``."""
+    kernels = f", {machine['cpu_capability']} kernels" if machine.get("cpu_capability") else ""
+    device = f", GPU {machine['cuda_device']}" if machine.get("cuda_device") else ""
+    return (f"{machine.get('cpu_count', '?')} CPU cores ({machine.get('cpu', 'model not recorded')}"
+            f"{kernels}; torch {machine.get('torch', '?')}, {machine.get('torch_threads', '?')} "
+            f"threads){device}")
 
 
 def run_seconds(directory: str | Path) -> float:

@@ -135,7 +135,8 @@ def plan(
         The pages that declare ``results_dir`` write their tables there and those that declare
         ``results_path`` read them from there (relative to ``root`` when inside it).
     overwrite : bool
-        Accept a results folder that holds another run.
+        Accept a results folder that holds another run; with ``only``, one that holds the same
+        profile with other parameters for those pages (they are replaced, the others kept).
 
     Returns
     -------
@@ -184,8 +185,10 @@ def plan(
         if src.stem in PAGES:  # every page of the book (tests/test_validation.py)
             check_page(src.stem, {**{k: ast.literal_eval(v) for k, v in names.items()}, **params})
         result[src] = params
-    if results_dir is not None and not overwrite:
-        results.check_run(results_dir, profile, {src.stem: p for src, p in result.items()})
+    if results_dir is not None and not (overwrite and not only):
+        # --overwrite with --only replaces those pages of the run: only its profile must match
+        results.check_run(results_dir, profile,
+                          {} if overwrite else {src.stem: p for src, p in result.items()})
     return result
 
 
@@ -272,7 +275,8 @@ def cpu_model() -> str:
 def machine() -> dict[str, Any]:
     """What a run's timings depend on: CPU model and count, torch version and threads, a GPU."""
     return {"platform": platform.platform(), "cpu": cpu_model(), "cpu_count": os.cpu_count(),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
             "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
@@ -296,7 +300,8 @@ def _parser() -> argparse.ArgumentParser:
                              "DIR/run.json records each notebook's parameters (set and default) "
                              "and seconds; a DIR that holds another run is refused")
     parser.add_argument("--overwrite", action="store_true",
-                        help="with --results: replace the run that DIR holds (a fresh run.json)")
+                        help="with --results: replace the run that DIR holds (a fresh run.json); "
+                             "with --only too, replace only those pages of it (same profile)")
     parser.add_argument("--quiet", action="store_true",
                         help="do not copy the notebooks' progress bars to the terminal")
     parser.add_argument("--only", nargs="+", metavar="NOTEBOOK",
@@ -330,7 +335,9 @@ def _run(args: argparse.Namespace) -> int:
         raise ParameterError("--only with the default profile and no overrides would leave the "
                              "committed book half re-executed: run `make book`, or pass a profile "
                              "or an override so that the run goes to _build/runs/")
-    if results_dir is not None and overwrite:
+    if results_dir is not None and overwrite and args.only:
+        results.forget_pages(results_dir, [src.stem for src in jobs])
+    elif results_dir is not None and overwrite:
         (results_dir / results.RUN_FILE).unlink(missing_ok=True)
     book_root = root if name is None else root / "_build" / "runs" / name
     pages = book_root / "book" if args.out is None else args.out.resolve()
