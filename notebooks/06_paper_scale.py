@@ -44,17 +44,18 @@ validation.check_page("06_paper_scale", globals())
 # %%
 run = results.load_run(results.find(results_path))
 pages = {name: entry for name, entry in run["notebooks"].items() if name in validation.PAGES}
-machines = {name: results.describe_machine(machine)
-            for name, machine in results.page_machines(run).items() if name in pages}
-several = len(set(machines.values())) > 1  # a run resumed, or pages re-run, on another machine
+machines = {name: machine for name, machine in results.page_machines(run).items() if name in pages}
+described = {name: results.describe_machine(machine) for name, machine in machines.items()}
+several = len(set(described.values())) > 1  # a run resumed, or pages re-run, on another machine
 glue("where", "on the machines of the table's last column" if several
-     else f"on a machine with {next(iter(machines.values()))}", display=False)
+     else f"on a machine with {next(iter(described.values()))}", display=False)
 glue("total", results.duration(results.run_seconds(results.find(results_path))), display=False)
 table = pd.DataFrame([{"page": name, "minutes": round(entry["seconds"] / 60, 1),
                        "note": "see below" if "note" in entry else ""}
                       for name, entry in pages.items()]).set_index("page")
 if several:
-    table["machine"] = pd.Series(machines)
+    table["machine"] = pd.Series({name: results.describe_machine(machine, brief=True)
+                                  for name, machine in machines.items()})
 display(table)
 
 # %% [markdown]

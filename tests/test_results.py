@@ -60,6 +60,7 @@ def test_pages_run_on_another_machine_keep_each_its_own(tmp_path):
                                              "07_why_they_differ": avx2}
     assert results.describe_machine(avx2) == "2 CPU cores (AMD EPYC, AVX2 kernels; torch 2.14.1, 2 threads)"
     assert results.describe_machine({}) == "? CPU cores (model not recorded; torch ?, ? threads)"
+    assert results.describe_machine(avx2, brief=True) == "AMD EPYC (2 cores), AVX2, 2 threads"
 
 
 def test_run_seconds_adds_first_executions_and_leaves_out_reruns(tmp_path):

@@ -335,11 +335,16 @@ def page_machines(record: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             for name, entry in record.get("notebooks", {}).items()}
 
 
-def describe_machine(machine: Mapping[str, Any]) -> str:
+def describe_machine(machine: Mapping[str, Any], brief: bool = False) -> str:
     """A machine of :func:`page_machines` in words, e.g. ``"2 CPU cores (AMD EPYC, AVX2 kernels;
-    torch 2.14.1, 2 threads)"``."""
+    torch 2.14.1, 2 threads)"``, or with ``brief`` ``"AMD EPYC (2 cores), AVX2, 2 threads"`` (for
+    a table column)."""
     kernels = f", {machine['cpu_capability']} kernels" if machine.get("cpu_capability") else ""
     device = f", GPU {machine['cuda_device']}" if machine.get("cuda_device") else ""
+    if brief:
+        return (f"{machine.get('cpu', 'model not recorded')} ({machine.get('cpu_count', '?')} cores)"
+                f"{kernels.removesuffix(' kernels')}, "
+                f"{machine.get('torch_threads', '?')} threads{device}")
     return (f"{machine.get('cpu_count', '?')} CPU cores ({machine.get('cpu', 'model not recorded')}"
             f"{kernels}; torch {machine.get('torch', '?')}, {machine.get('torch_threads', '?')} "
             f"threads){device}")
