@@ -24,8 +24,10 @@
 #
 # which executes every page with the paper profile and saves the tables behind each number as CSV
 # files in `results/paper/`, with the parameters and the time of every page in `run.json`
-# (`-p backend loky` sends the scores of pages 2, 4, 5 and 8 to one-thread worker processes). This
-# page shows that record: where the run ran and how long each page took.
+# (`-p backend loky` sends the scores of pages 2, 4, 5 and 8 to one-thread worker processes). A
+# page whose protocol changed later can be executed again on its own (`--only PAGE --overwrite`),
+# replacing its tables and its entry in the record; the notes below say which pages were. This
+# page shows that record: where each page ran and how long it took.
 
 # %% tags=["parameters"]
 results_path = "results/paper"
