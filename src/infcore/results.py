@@ -163,6 +163,12 @@ def check_run(directory: str | Path, profile: str, parameters: Mapping[str, Mapp
                               "choose another folder, or pass --overwrite to replace that run")
 
 
+def _write_run(directory: Path, record: Mapping[str, Any]) -> None:
+    """Write ``run.json`` whole or not at all."""
+    text = (json.dumps(record, indent=2, sort_keys=True, default=str) + "\n").encode()
+    atomic_write(directory / RUN_FILE, lambda file: file.write(text))
+
+
 def record_notebook(directory: str | Path, notebook: str, entry: Mapping[str, Any],
                     run: Mapping[str, Any]) -> None:
     """Add one notebook's entry (parameters, seconds, ...) to ``run.json``, keeping the others.
@@ -198,8 +204,7 @@ def record_notebook(directory: str | Path, notebook: str, entry: Mapping[str, An
             kept.setdefault("machine", earlier)
     record.update(run)
     record.setdefault("notebooks", {})[notebook] = dict(entry)
-    text = (json.dumps(record, indent=2, sort_keys=True, default=str) + "\n").encode()
-    atomic_write(directory / RUN_FILE, lambda file: file.write(text))
+    _write_run(directory, record)
 
 
 def scale_label(run: str, parameters: Mapping[str, Any]) -> str:
@@ -314,8 +319,7 @@ def forget_pages(directory: str | Path, notebooks: Iterable[str]) -> None:
     gone = {name for notebook in notebooks for name in (notebook, f"{notebook}_rerun")}
     record["notebooks"] = {name: entry for name, entry in record.get("notebooks", {}).items()
                            if name not in gone}
-    text = (json.dumps(record, indent=2, sort_keys=True, default=str) + "\n").encode()
-    atomic_write(directory / RUN_FILE, lambda file: file.write(text))
+    _write_run(directory, record)
 
 
 def page_machines(record: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

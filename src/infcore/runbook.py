@@ -185,7 +185,7 @@ def plan(
         if src.stem in PAGES:  # every page of the book (tests/test_validation.py)
             check_page(src.stem, {**{k: ast.literal_eval(v) for k, v in names.items()}, **params})
         result[src] = params
-    if results_dir is not None and not (overwrite and not only):
+    if results_dir is not None and (only or not overwrite):
         # --overwrite with --only replaces those pages of the run: only its profile must match
         results.check_run(results_dir, profile,
                           {} if overwrite else {src.stem: p for src, p in result.items()})
